@@ -1,0 +1,33 @@
+# Two commands do all set-up: `make run` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/jaxhw reproduce --preset quick --workdir runs/quick
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	@rm -f benchmarks/results.jsonl
+	@for b in benchmarks/bench_*.py; do \
+	  m=$$(basename $$b .py); echo "== $$m"; \
+	  $(PY) -m benchmarks.$$m | tee /dev/stderr | tail -n 1 >> benchmarks/results.jsonl || exit 1; \
+	done
+	@echo "wrote benchmarks/results.jsonl"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check jaxhw experiments benchmarks tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,219 @@
+"""The ``jaxhw`` command line: list, run, reproduce, sweep and report studies.
+
+Exit codes: 0 ok; 1 a run failed (the error is printed; checkpoints are kept); 2 usage error (unknown study,
+preset or config key, a value of the wrong type); 143 interrupted by SIGTERM after saving a checkpoint (rerun the
+same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 143
+
+_EPILOG = """examples:
+  jaxhw list
+  jaxhw run mnist_baseline --preset quick --set train.lr=0.002 --workdir runs/mnist
+  jaxhw reproduce --preset quick --workdir runs/quick          # every study, then one report
+  jaxhw sweep mnist_baseline --grid train.lr=0.001,0.003 --grid train.seed=0,1
+  jaxhw report runs/quick                                      # rebuild report.md and index.html
+
+Runs are resumable: rerunning a command continues from its checkpoints, and finished
+runs (summary.json present) are skipped by reproduce and sweep.
+exit codes: 0 ok, 1 run failure, 2 usage error, 143 interrupted by SIGTERM (state saved)."""
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+  from jaxhw.config import ConfigError
+
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise ConfigError(f"--set expects key=value, got {item!r}.")
+    key, value = item.split("=", 1)
+    out[key.strip()] = value
+  return out
+
+
+def _build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="jaxhw", description="jaxhw: hardware-aware deep learning studies in JAX (bit-flip resilience, "
+      "noisy crossbars, spiking codings). Each study reproduces a paper's method on vendored data.",
+      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+  p = sub.add_parser("list", help="list the studies and their presets")
+  p.set_defaults(func=_cmd_list)
+
+  def common(p, *, preset=True):
+    if preset:
+      p.add_argument("--preset", default="quick", choices=("smoke", "quick", "full"),
+                     help="scale: smoke (seconds, for tests), quick (minutes on 2 CPU cores, default), "
+                          "full (the paper's scale; needs an accelerator and tfds data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+  p = sub.add_parser("run", help="run one study", description="Run one study into a work directory "
+                     "(resumes from its checkpoints when rerun).")
+  p.add_argument("study", help="study name (see `jaxhw list`)")
+  p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config field, e.g. --set train.lr=0.01 (repeatable)")
+  p.add_argument("--workdir", default=None, help="output directory (default runs/<study>-<preset>)")
+  common(p)
+  p.set_defaults(func=_cmd_run)
+
+  p = sub.add_parser("reproduce", help="run every study (or --only some), then write one report",
+                     description="Run every study at a preset into WORKDIR/<study>, skipping finished ones, then "
+                     "write WORKDIR/report.md and WORKDIR/index.html.")
+  p.add_argument("--only", default="", help="comma-separated study names")
+  p.add_argument("--workdir", default="runs/quick", help="output directory (default runs/quick)")
+  p.add_argument("--rerun", action="store_true", help="rerun studies even when finished (new workdir contents)")
+  common(p)
+  p.set_defaults(func=_cmd_reproduce)
+
+  p = sub.add_parser("sweep", help="run a study over a grid of config values (resumable)",
+                     description="Run the cartesian product of the --grid axes, each point in its own directory. "
+                     "Finished points are skipped, interrupted ones resume from their checkpoints.")
+  p.add_argument("study")
+  p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", required=True,
+                 help="one axis of the grid (repeatable)")
+  p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                 help="fixed override for every point")
+  p.add_argument("--workdir", default=None, help="output directory (default runs/sweep-<study>)")
+  common(p)
+  p.set_defaults(func=_cmd_sweep)
+
+  p = sub.add_parser("report", help="rebuild report.md and index.html from the runs in DIR")
+  p.add_argument("dir")
+  p.set_defaults(func=_cmd_report)
+  return parser
+
+
+def _cmd_list(args) -> int:
+  from jaxhw.studies import list_studies, load_study, study_summary
+
+  for name in list_studies():
+    print(f"{name:20s} {study_summary(load_study(name))}")
+  return EXIT_OK
+
+
+def _print_summary(name: str, summary: dict, workdir: Path) -> None:
+  scalars = {k: v for k, v in summary.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
+  print(f"[{name}] done in {workdir}: " + json.dumps(scalars, default=str)[:400])
+
+
+def _cmd_run(args) -> int:
+  from jaxhw.report import write_index
+  from jaxhw.studies import make_config, run_study
+
+  config = make_config(args.study, args.preset, _parse_sets(args.sets))
+  workdir = Path(args.workdir or f"runs/{args.study}-{args.preset}")
+  summary = run_study(args.study, config, workdir, quiet=args.quiet)
+  write_index(workdir, title=f"jaxhw: {args.study} ({args.preset})")
+  _print_summary(args.study, summary, workdir)
+  return EXIT_OK
+
+
+def _cmd_reproduce(args) -> int:
+  import shutil
+
+  from jaxhw.report import write_index
+  from jaxhw.studies import is_finished, list_studies, load_study, make_config, run_study
+
+  names = [n.strip() for n in args.only.split(",") if n.strip()] or list_studies()
+  for name in names:
+    load_study(name)  # validate every name before running anything
+  root = Path(args.workdir)
+  failures = []
+  for i, name in enumerate(names, 1):
+    workdir = root / name
+    if is_finished(workdir) and not args.rerun:
+      print(f"[{i}/{len(names)}] {name}: finished earlier, skipped ({workdir}/summary.json)")
+      continue
+    if args.rerun and workdir.exists():
+      shutil.rmtree(workdir)
+    print(f"[{i}/{len(names)}] {name} ({args.preset}) ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+      summary = run_study(name, make_config(name, args.preset), workdir, quiet=args.quiet)
+    except Exception as e:  # noqa: BLE001 - one study's failure must not stop the others
+      failures.append(name)
+      print(f"[{name}] FAILED after {time.perf_counter() - t0:.0f}s: {type(e).__name__}: {e}", file=sys.stderr)
+      traceback.print_exc()
+      continue
+    _print_summary(name, summary, workdir)
+  md, page = write_index(root, title=f"jaxhw results ({args.preset} preset)")
+  print(f"report: {md}\n        {page}")
+  if failures:
+    print(f"failed studies: {', '.join(failures)}", file=sys.stderr)
+    return EXIT_FAILURE
+  return EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+  from jaxhw.config import apply_overrides
+  from jaxhw.report import write_index
+  from jaxhw.studies import is_finished, make_config, parse_grid, point_name, run_study
+
+  base = make_config(args.study, args.preset, _parse_sets(args.sets))
+  points = parse_grid(args.grid, base)
+  root = Path(args.workdir or f"runs/sweep-{args.study}")
+  rows = []
+  for i, point in enumerate(points, 1):
+    workdir = root / point_name(point)
+    if is_finished(workdir):
+      print(f"[{i}/{len(points)}] {point_name(point)}: finished, skipped")
+    else:
+      print(f"[{i}/{len(points)}] {point_name(point)} ...", flush=True)
+      run_study(args.study, apply_overrides(base, point), workdir, quiet=args.quiet)
+    summary = json.loads((workdir / "summary.json").read_text())
+    rows.append({**point, **{k: v for k, v in summary.items() if isinstance(v, int | float)}})
+  from jaxhw.metrics import write_json
+
+  write_json(root / "sweep.json", rows)
+  write_index(root, title=f"jaxhw sweep: {args.study}")
+  for row in rows:
+    print(json.dumps(row, default=str))
+  return EXIT_OK
+
+
+def _cmd_report(args) -> int:
+  from jaxhw.report import write_index
+
+  md, page = write_index(Path(args.dir))
+  print(f"wrote {md} and {page}")
+  return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of ``jaxhw`` and ``python -m jaxhw``; returns the exit code."""
+  parser = _build_parser()
+  args = parser.parse_args(argv)
+  if not getattr(args, "command", None):
+    parser.print_help()
+    return EXIT_USAGE
+  from jaxhw.config import ConfigError
+  from jaxhw.studies import UnknownStudyError
+  from jaxhw.train import TrainingInterrupted
+
+  try:
+    return args.func(args)
+  except (ConfigError, UnknownStudyError) as e:
+    print(f"jaxhw: error: {e}", file=sys.stderr)
+    return EXIT_USAGE
+  except ValueError as e:
+    print(f"jaxhw: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return EXIT_FAILURE
+  except TrainingInterrupted as e:
+    print(f"jaxhw: {e}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except KeyboardInterrupt:
+    print("jaxhw: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # noqa: BLE001
+    print(f"jaxhw: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return EXIT_FAILURE

@@ -1,0 +1,93 @@
+"""Discovers the studies in ``experiments/`` and runs them into work directories (resumable)."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import pkgutil
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from jaxhw.config import ConfigError, apply_overrides, config_to_dict, leaf_keys
+from jaxhw.metrics import write_json
+
+PRESETS = ("smoke", "quick", "full")
+
+
+class UnknownStudyError(ValueError):
+  """No study of that name exists in ``experiments/``."""
+
+
+def list_studies() -> list[str]:
+  """Names of the modules in ``experiments/`` that define ``get_config`` and ``run``."""
+  import experiments
+
+  names = []
+  for info in pkgutil.iter_modules(experiments.__path__):
+    if info.name.startswith("_"):
+      continue
+    module = importlib.import_module(f"experiments.{info.name}")
+    if callable(getattr(module, "get_config", None)) and callable(getattr(module, "run", None)):
+      names.append(info.name)
+  return sorted(names)
+
+
+def load_study(name: str) -> ModuleType:
+  """Imports ``experiments.<name>``; an unknown name raises `UnknownStudyError` listing the known ones."""
+  known = list_studies()
+  if name not in known:
+    raise UnknownStudyError(f"unknown study {name!r}. Known studies: {', '.join(known)}")
+  return importlib.import_module(f"experiments.{name}")
+
+
+def study_summary(module: ModuleType) -> str:
+  """The first line of a study module's docstring."""
+  return (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+
+
+def make_config(name: str, preset: str = "quick", overrides: dict[str, str] | None = None) -> Any:
+  """The config of study `name` at `preset` with `overrides` applied."""
+  if preset not in PRESETS:
+    raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
+  return apply_overrides(load_study(name).get_config(preset), overrides or {})
+
+
+def is_finished(workdir: Path) -> bool:
+  """A run is finished when its ``summary.json`` exists."""
+  return (Path(workdir) / "summary.json").is_file()
+
+
+def run_study(name: str, config: Any, workdir: str | Path, *, quiet: bool = True) -> dict[str, Any]:
+  """Runs study `name` with `config` in `workdir`, writing ``config.json`` first.
+
+  Rerunning into the same workdir resumes the study's checkpointed training (a different config is refused by
+  the checkpoints' fingerprints).
+  """
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  write_json(workdir / "config.json", {"study": name, **config_to_dict(config)})
+  t0 = time.perf_counter()
+  summary = load_study(name).run(config, workdir, quiet=quiet)
+  summary.setdefault("wall_s", time.perf_counter() - t0)
+  return summary
+
+
+def parse_grid(specs: list[str], config: Any) -> list[dict[str, str]]:
+  """Expands ``["train.lr=0.1,0.01", "train.seed=0,1"]`` into the list of override dicts (cartesian product)."""
+  axes = []
+  valid = leaf_keys(config)
+  for spec in specs:
+    if "=" not in spec:
+      raise ConfigError(f"grid axis {spec!r} must look like key=v1,v2.")
+    key, values = spec.split("=", 1)
+    if key not in valid:
+      raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join(valid)}")
+    axes.append([(key, v) for v in values.split(",") if v != ""])
+  return [dict(point) for point in itertools.product(*axes)]
+
+
+def point_name(point: dict[str, str]) -> str:
+  """A directory name for a grid point, e.g. ``train.lr=0.1,train.seed=0``."""
+  return ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_") or "default"
