@@ -132,8 +132,8 @@ class Checkpointer:
     target = jax.device_get(target)
     expected = tree_signature(target)
     if meta.get("signature") != expected:
-      saved = {p: (s, d) for p, s, d in meta.get("signature", [])}
-      now = {p: (s, d) for p, s, d in expected}
+      saved = {p: f"{s} {d}" for p, s, d in meta.get("signature", [])}
+      now = {p: f"{s} {d}" for p, s, d in expected}
       lines = [f"{p}: checkpoint {saved.get(p, '<absent>')}, model {now.get(p, '<absent>')}"
                for p in sorted(set(saved) | set(now)) if saved.get(p) != now.get(p)]
       raise CheckpointError(self._refusal(step, "its arrays do not match this model:\n  " + "\n  ".join(lines[:10])))

@@ -1,0 +1,136 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhw.data import synthetic_classification
+from jaxhw.metrics import cross_entropy
+from jaxhw.models import mlp_apply, mlp_init
+from jaxhw.train import NonFiniteLossError, TrainConfig, make_optimizer, train
+
+SCRIPT = Path(__file__).with_name("_train_script.py")
+
+
+def _start(workdir, steps, *extra):
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  return subprocess.Popen([sys.executable, str(SCRIPT), str(workdir), str(steps), *map(str, extra)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    done = [int(p.name) for p in (Path(workdir) / "checkpoints").glob("[0-9]*") if p.name.isdigit()]
+    if any(s >= step for s in done):
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"process ended early: {proc.communicate()}")
+    time.sleep(0.005)
+  raise AssertionError("no checkpoint in time")
+
+
+def _losses(workdir):
+  return [(r["step"], r["loss"]) for r in map(json.loads, (Path(workdir) / "metrics.jsonl").read_text().split("\n")[:-1])]
+
+
+def _final(workdir):
+  with np.load(Path(workdir) / "final.npz") as f:
+    return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("full")
+  proc = _start(workdir, 600)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_identical_result(uninterrupted, tmp_path, sig):
+  proc = _start(tmp_path, 600)
+  _wait_for_checkpoint(tmp_path, 100, proc)
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=120)
+  if sig == signal.SIGKILL:
+    assert proc.returncode == -signal.SIGKILL
+  else:
+    assert "interrupted by SIGTERM" in err and proc.returncode != 0
+  assert not (tmp_path / "final.npz").exists(), "the run finished before it was killed: test is void"
+  steps_on_disk = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps_on_disk and steps_on_disk[-1] < 600
+  resumed = _start(tmp_path, 600)
+  out, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err
+  assert _losses(tmp_path) == _losses(uninterrupted)
+  a, b = _final(tmp_path), _final(uninterrupted)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path):
+  x, y = synthetic_classification(0, 256, (8,), 3)
+
+  def loss_fn(params, batch, key, step):
+    loss = cross_entropy(mlp_apply(params, batch[0]), batch[1])
+    return jnp.where(step >= 44, jnp.inf, loss), {}
+
+  config = TrainConfig(steps=100, batch_size=32, checkpoint_every=20)
+  with pytest.raises(NonFiniteLossError) as err:
+    train(loss_fn, mlp_init(jax.random.key(0), (8, 3)), (x, y), config, tmp_path)
+  assert err.value.step == 45
+  assert "step 45" in str(err.value) and str(tmp_path / "checkpoints" / "40") in str(err.value)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "40"]
+
+
+def test_training_learns_and_logs(tmp_path):
+  x, y = synthetic_classification(0, 512, (8,), 3, noise=0.3)
+
+  def loss_fn(params, batch, key, step):
+    return cross_entropy(mlp_apply(params, batch[0]), batch[1]), {}
+
+  config = TrainConfig(steps=60, batch_size=64, lr=1e-2, log_every=20)
+  result = train(loss_fn, mlp_init(jax.random.key(0), (8, 16, 3)), (x, y), config, tmp_path,
+                 eval_fn=lambda p: {"loss": float(cross_entropy(mlp_apply(p, x), y))})
+  assert [r["step"] for r in result.history] == [20, 40, 60]
+  assert result.final_eval["loss"] < 0.5 * result.history[0]["loss"] or result.final_eval["loss"] < 0.2
+  assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+  # a rerun of the finished run resumes at the end and changes nothing
+  again = train(loss_fn, mlp_init(jax.random.key(5), (8, 16, 3)), (x, y), config, tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, again.params, result.params)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "momentum", "rmsprop", "sam"])
+def test_every_optimizer_reduces_the_loss(name):
+  x, y = synthetic_classification(1, 256, (8,), 3, noise=0.3)
+
+  def loss_fn(params, batch, key, step):
+    return cross_entropy(mlp_apply(params, batch[0]), batch[1]), {}
+
+  config = TrainConfig(optimizer=name, lr=0.05 if name in ("sgd", "momentum") else 5e-3, steps=60,
+                       batch_size=64, weight_decay=1e-4, log_every=60)
+  params = mlp_init(jax.random.key(0), (8, 16, 3))
+  before = float(cross_entropy(mlp_apply(params, x), y))
+  result = train(loss_fn, params, (x, y), config)
+  assert float(cross_entropy(mlp_apply(result.params, x), y)) < 0.7 * before
+  # the caller's params are not donated away
+  assert np.isfinite(np.asarray(params["dense0"]["w"])).all()
+
+
+def test_bad_train_config_names_the_field():
+  with pytest.raises(ValueError, match="train.optimizer must be one of"):
+    TrainConfig(optimizer="lion")
+  with pytest.raises(ValueError, match="train.batch_size"):
+    TrainConfig(batch_size=0)
+  assert make_optimizer(TrainConfig(schedule="warmup_cosine", warmup_steps=5), 50) is not None
