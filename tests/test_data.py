@@ -96,3 +96,18 @@ def test_synthetic_and_split_are_seeded():
   xt, yt, xv, yv = train_val_split(x1, y1, 10, seed=0)
   assert len(xv) == 10 and len(xt) == 40
   assert not np.any(np.all(xt[:, None] == xv[None], axis=-1))
+
+
+def test_random_shift_moves_content_within_bounds(key):
+  import jax.numpy as jnp
+
+  from jaxhw.data import random_shift
+  img = jnp.zeros((3, 9, 9, 1)).at[:, 4, 4, 0].set(1.0)
+  out = random_shift(key, img, 2)
+  assert out.shape == img.shape
+  for i in range(3):
+    r, c = np.argwhere(np.asarray(out[i, :, :, 0]) == 1.0)[0]
+    assert abs(r - 4) <= 2 and abs(c - 4) <= 2
+  np.testing.assert_array_equal(random_shift(key, img, 0), img)
+  with pytest.raises(ValueError, match="max_shift"):
+    random_shift(key, img, -1)

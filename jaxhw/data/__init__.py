@@ -1,6 +1,7 @@
-"""Datasets: the vendored real MNIST and bAbI, a resumable batch iterator, synthetic sets, a tfds adapter."""
+"""Datasets: vendored real MNIST and bAbI, a resumable batch iterator, augmentation, synthetic sets, tfds adapter."""
 
 from jaxhw.data._files import MissingDataError, vendored_path
+from jaxhw.data.augment import random_shift
 from jaxhw.data.babi import BabiExample, load_babi, parse_babi, tokenize
 from jaxhw.data.iterator import BatchIterator
 from jaxhw.data.mnist import load_mnist, train_val_split
@@ -9,6 +10,6 @@ from jaxhw.data.tfds_adapter import DatasetNotPreparedError, tfds_arrays, tfds_s
 
 __all__ = [
     "BabiExample", "BatchIterator", "DatasetNotPreparedError", "MissingDataError", "load_babi", "load_mnist",
-    "parse_babi", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize", "train_val_split",
+    "parse_babi", "random_shift", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize", "train_val_split",
     "vendored_path",
 ]
