@@ -59,15 +59,19 @@ def test_report_on_empty_dir_fails_clearly(capsys, tmp_path):
   assert "no study report" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_sweep_runs_points_then_skips_them(tmp_path):
-  args = [sys.executable, "-m", "jaxhw", "sweep", "mnist_baseline", "--preset", "smoke", "--quiet",
-          "--grid", "train.lr=0.002,0.004", "--set", "train.steps=6", "--set", "data.test_size=200",
+def test_sweep_runs_points_then_skips_them(tmp_path, capsys):
+  args = ["sweep", "mnist_baseline", "--preset", "smoke", "--quiet", "--grid", "train.lr=0.002,0.004",
+          "--set", "train.steps=4", "--set", "model.name=mlp", "--set", "data.test_size=200",
           "--workdir", str(tmp_path)]
-  first = subprocess.run(args, capture_output=True, text=True, timeout=300)
-  assert first.returncode == 0, first.stderr
+  assert main(args) == 0
   rows = json.loads((tmp_path / "sweep.json").read_text())
-  assert [r["train.lr"] for r in rows] == ["0.002", "0.004"] and all(r["steps"] == 6 for r in rows)
+  assert [r["train.lr"] for r in rows] == ["0.002", "0.004"] and all(r["steps"] == 4 for r in rows)
   assert (tmp_path / "index.html").is_file()
-  second = subprocess.run(args, capture_output=True, text=True, timeout=300)
-  assert second.returncode == 0 and second.stdout.count("finished, skipped") == 2
+  capsys.readouterr()
+  assert main(args) == 0
+  assert capsys.readouterr().out.count("finished, skipped") == 2
+
+
+def test_python_m_jaxhw_entry_point():
+  out = subprocess.run([sys.executable, "-m", "jaxhw", "--help"], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and "jaxhw list" in out.stdout

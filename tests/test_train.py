@@ -38,7 +38,8 @@ def _wait_for_checkpoint(workdir, step, proc, timeout=120):
 
 
 def _losses(workdir):
-  return [(r["step"], r["loss"]) for r in map(json.loads, (Path(workdir) / "metrics.jsonl").read_text().split("\n")[:-1])]
+  lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
 
 
 def _final(workdir):
@@ -49,7 +50,7 @@ def _final(workdir):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("full")
-  proc = _start(workdir, 600)
+  proc = _start(workdir, 300)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   return workdir
@@ -58,8 +59,8 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_identical_result(uninterrupted, tmp_path, sig):
-  proc = _start(tmp_path, 600)
-  _wait_for_checkpoint(tmp_path, 100, proc)
+  proc = _start(tmp_path, 300)
+  _wait_for_checkpoint(tmp_path, 50, proc)
   proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
   if sig == signal.SIGKILL:
@@ -68,8 +69,8 @@ def test_killed_run_resumes_to_identical_result(uninterrupted, tmp_path, sig):
     assert "interrupted by SIGTERM" in err and proc.returncode != 0
   assert not (tmp_path / "final.npz").exists(), "the run finished before it was killed: test is void"
   steps_on_disk = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps_on_disk and steps_on_disk[-1] < 600
-  resumed = _start(tmp_path, 600)
+  assert steps_on_disk and steps_on_disk[-1] < 300
+  resumed = _start(tmp_path, 300)
   out, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err
   assert _losses(tmp_path) == _losses(uninterrupted)
