@@ -1,0 +1,579 @@
+"""GBO: per-layer input pulse counts for a binary MLP on a noisy memristive crossbar (Kim et al., DATE 2022).
+
+Run: ``jaxhw run gbo --preset quick`` (about 3 minutes on 2 CPU cores). A binary MLP (784-512-256-128-10,
+three binary crossbar layers with 7, 4 and 2 row tiles of 128 rows) is pretrained noise-free on the vendored
+MNIST subset, then read on the simulated crossbar (fast mode, additive per-read Gaussian noise). sigma_ref is
+found by bisection on the validation split (uniform T = 1 falls half-way to chance); the noise grid is
+{0} U sigma_ref x {0.25, 0.5, 1, 2, 4}. Methods: uniform T in {1, 2, 4, 8}; GBO (straight-through
+Gumbel-softmax, dual-ascent budget, repair) and the closed-form sqrt(S/R) allocation at the same average
+pulse budget; Monte Carlo over chips with common random numbers. ``full`` runs a VGG-style binary CNN on
+CIFAR-10 through the tfds adapter (prepared data required).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+
+from jaxhw.crossbar import (CrossbarConfig, GBOConfig, aggregate_noise_std, closed_form_allocation, clip_latent,
+                            fisher_sensitivity, gbo, inference_cost, layer_cost, uniform_allocation)
+from jaxhw.metrics import write_json
+from jaxhw.models.binary_net import (binary_cnn_init, binary_mlp_init, binary_net_apply, binary_net_bn_stats,
+                                     crossbar_layer_fn, crossbar_layer_shapes, fold_binary_net, folded_net_apply,
+                                     gbo_objectives, program_net)
+from jaxhw.report import Table, write_study_report
+from jaxhw.train import TrainConfig, make_optimizer, total_steps, train
+
+PAPER_GAIN_POINTS = (5.0, 40.0)  # abstract of arXiv:2201.01479: "+5-40 %" under severe noise (baseline unnamed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  dataset: str = "mnist"        # mnist | cifar10 (tfds adapter, prepared data)
+  val_size: int = 500           # held out of the 5k training subset for sigma_ref
+  train_size: int = 0           # 0: all remaining training images
+  test_size: int = 0            # 0: the whole test set
+  binarize: float = 0.5         # pixel threshold for the binary first layer (MLP); <0: keep raw input
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  kind: str = "mlp"             # mlp | cnn
+  sizes: tuple[int, ...] = (784, 512, 256, 128, 10)
+  channels: tuple[int, ...] = (128, 256, 512)
+  dense: tuple[int, ...] = (1024,)
+
+  def __post_init__(self):
+    if self.kind not in ("mlp", "cnn"):
+      raise ValueError(f"model.kind must be 'mlp' or 'cnn', got {self.kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareConfig:
+  tile_rows: int = 128
+  tile_cols: int = 128
+  mapping: str = "differential"
+  sigma_ref: float = 0.0                       # 0: bisection on the validation split
+  sigma_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+  ref_chips: int = 3                           # Monte-Carlo chips per bisection step
+  bisection_steps: int = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  uniform: tuple[int, ...] = (1, 2, 4, 8)
+  budgets: tuple[int, ...] = (2, 4, 8)         # GBO / closed form at these T_bar (T_bar = 1 is forced uniform)
+  candidates: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
+  relaxation: str = "gumbel"
+  epochs: int = 3
+  batch_size: int = 100
+  lr: float = 0.05
+  dual_lr: float = 0.01
+  tau_start: float = 1.0
+  tau_end: float = 0.1
+  sens_batches: int = 8
+  sens_batch_size: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  chips: int = 5                 # Monte-Carlo noise seeds (chips x fresh read keys)
+  batch_size: int = 10000        # test images per forward pass
+  check_size: int = 1000         # images for the fast vs per-pulse vs library consistency check (0: skip)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  hardware: HardwareConfig = HardwareConfig()
+  train: TrainConfig = TrainConfig(lr=0.03, schedule="cosine", batch_size=100, epochs=30, log_every=100)
+  search: SearchConfig = SearchConfig()
+  eval: EvalConfig = EvalConfig()
+  seed: int = 0
+
+
+def get_config(preset: str = "quick") -> Config:
+  """Presets: ``smoke`` (seconds), ``quick`` (MNIST, ~3 min on 2 CPU cores), ``full`` (CIFAR-10 VGG-style BNN)."""
+  if preset == "smoke":
+    return Config(data=DataConfig(train_size=800, test_size=500, val_size=200),
+                  model=ModelConfig(sizes=(784, 128, 64, 10)),
+                  hardware=HardwareConfig(ref_chips=1, bisection_steps=5),
+                  train=TrainConfig(lr=0.03, schedule="cosine", batch_size=100, epochs=2, log_every=8),
+                  search=SearchConfig(uniform=(1, 2), budgets=(2,), epochs=1, sens_batches=1, batch_size=200),
+                  eval=EvalConfig(chips=2, batch_size=500, check_size=100))
+  if preset == "quick":
+    return Config()
+  if preset == "full":
+    return Config(data=DataConfig(dataset="cifar10", val_size=5000, binarize=-1.0),
+                  model=ModelConfig(kind="cnn"),
+                  hardware=HardwareConfig(ref_chips=5),
+                  train=TrainConfig(lr=1e-3, schedule="cosine", batch_size=128, epochs=200, log_every=100,
+                                    checkpoint_every=2000),
+                  search=SearchConfig(uniform=(1, 2, 4, 8, 16), budgets=(2, 4, 8), epochs=10, batch_size=128),
+                  eval=EvalConfig(chips=10, batch_size=1000))
+  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+
+
+# ----------------------------------------------------------------------------------------------- data / model
+
+
+def _load(config: Config):
+  d = config.data
+  if d.dataset == "mnist":
+    from jaxhw.data import load_mnist, train_val_split
+    x, y = load_mnist("train")
+    xt, yt = load_mnist("test")
+    x_tr, y_tr, x_val, y_val = train_val_split(x, y, d.val_size, config.seed)
+  elif d.dataset == "cifar10":
+    from jaxhw.data import tfds_arrays
+    x, y = tfds_arrays("cifar10", "train")
+    xt, yt = tfds_arrays("cifar10", "test")
+    x, xt = x.astype(np.float32) / 255.0, xt.astype(np.float32) / 255.0
+    y, yt = y.astype(np.int32), yt.astype(np.int32)
+    perm = np.random.default_rng(config.seed).permutation(len(x))
+    x_val, y_val, x_tr, y_tr = x[perm[:d.val_size]], y[perm[:d.val_size]], x[perm[d.val_size:]], y[perm[d.val_size:]]
+  else:
+    raise ValueError(f"data.dataset must be 'mnist' or 'cifar10', got {d.dataset!r}")
+  if d.train_size:
+    x_tr, y_tr = x_tr[:d.train_size], y_tr[:d.train_size]
+  if d.test_size:
+    xt, yt = xt[:d.test_size], yt[:d.test_size]
+  return (np.asarray(x_tr, np.float32), np.asarray(y_tr, np.int32), np.asarray(x_val, np.float32),
+          np.asarray(y_val, np.int32), np.asarray(xt, np.float32), np.asarray(yt, np.int32))
+
+
+def _init(config: Config, in_shape):
+  key = jax.random.key(config.seed)
+  if config.model.kind == "mlp":
+    return binary_mlp_init(key, config.model.sizes)
+  return binary_cnn_init(key, in_shape, config.model.channels, config.model.dense)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def _make_eval(folded, fan_ins, xcfg, binarize):
+  """Fast-mode evaluator with common random numbers: layer l adds std_l(T_l, sigma) * xi_l to the exact
+  output; xi (standard normal, one draw per chip) is shared by every method and sigma, and the first
+  layer's exact output is computed once (no static noise in this study)."""
+
+  @jax.jit
+  def first_(folded, x):
+    out = {}
+
+    def rec(i, h, w):
+      y = h @ w if w.ndim == 2 else jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      if i == 0:
+        out["y0"] = y
+      return y
+
+    folded_net_apply(folded, x, layer_fn=rec, binarize_input=binarize)
+    return out["y0"]
+
+  @jax.jit
+  def acc_(folded, x, y0, labels, xis, pulses, sigma):
+    def layer_fn(i, h, w):
+      if i == 0:
+        y = y0
+      elif w.ndim == 2:
+        y = h @ w
+      else:
+        y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return y + aggregate_noise_std(fan_ins[i], pulses[i], xcfg, sigma=sigma) * xis[i]
+
+    logits = folded_net_apply(folded, x, layer_fn=layer_fn, binarize_input=binarize, threshold=True)
+    return jnp.sum(jnp.argmax(logits, -1) == labels)
+
+  return (lambda x: first_(folded, x)), (lambda *a: acc_(folded, *a))
+
+
+def _xi(key, x, shapes):
+  return [jax.random.normal(jax.random.fold_in(key, i), s.shape, jnp.float32) for i, s in enumerate(shapes)]
+
+
+def _preact_shapes(folded, x, binarize):
+  out = []
+
+  def rec(i, h, w):
+    y = h @ w if w.ndim == 2 else jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
+                                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out.append(jax.ShapeDtypeStruct(y.shape, jnp.float32))
+    return y
+
+  jax.eval_shape(lambda xx: folded_net_apply(folded, xx, layer_fn=rec, binarize_input=binarize), x)
+  return out
+
+
+class _Evaluator:
+  """Accuracy of one allocation at one sigma over a data set for one chip (batched, CRN)."""
+
+  def __init__(self, folded, fan_ins, xcfg, binarize, x, y, batch_size):
+    self.first, self.acc = _make_eval(folded, fan_ins, xcfg, binarize)
+    self.batches = []
+    for i in range(0, len(x), batch_size):
+      xb, yb = jnp.asarray(x[i:i + batch_size]), jnp.asarray(y[i:i + batch_size])
+      self.batches.append((xb, yb, self.first(xb), _preact_shapes(folded, xb, binarize)))
+    self.n = len(x)
+    self._xis, self._chip = None, None
+
+  def set_chip(self, key):
+    self._xis = [_xi(jax.random.fold_in(key, b), xb, shapes) for b, (xb, _, _, shapes) in enumerate(self.batches)]
+
+  def __call__(self, pulses, sigma):
+    p = jnp.asarray(pulses, jnp.float32)
+    s = jnp.float32(sigma)
+    total = 0
+    for (xb, yb, y0, _), xis in zip(self.batches, self._xis):
+      total += int(self.acc(xb, y0, yb, xis, p, s))
+    return total / self.n
+
+
+# ------------------------------------------------------------------------------------------------------ run
+
+
+def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
+  """Pretrains the BNN, finds sigma_ref, runs GBO and the baselines, evaluates, writes the report."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  timings = {}
+  try:
+    x_tr, y_tr, x_val, y_val, xt, yt = _load(config)
+  except (FileNotFoundError, ImportError) as e:  # MissingDataError / DatasetNotPreparedError / no tfds
+    summary = {"skipped": True, "reason": str(e)}
+    write_json(workdir / "summary.json", summary)
+    write_study_report(workdir, study="gbo", title="GBO on a noisy binary crossbar (skipped)",
+                       setup={"data": config.data.dataset}, tables=[], notes=[f"Skipped: {e}"])
+    return summary
+  binarize = None if config.data.binarize < 0 else config.data.binarize
+  num_classes = int(max(y_tr.max(), yt.max())) + 1
+  chance = 1.0 / num_classes
+
+  # 1. noise-free pretraining (latent weights clipped to [-1, 1] after every update)
+  params = _init(config, x_tr.shape[1:])
+
+  def loss_fn(p, batch, rng, step):
+    logits = binary_net_apply(p, batch[0], binarize_input=binarize)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]))
+    return loss, {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[1])}
+
+  tx = optax.chain(make_optimizer(config.train, total_steps(config.train, len(x_tr))), clip_latent())
+  res = train(loss_fn, params, (x_tr, y_tr), config.train, workdir, tx=tx, quiet=quiet, desc="gbo: pretrain",
+              fingerprint={"study": "gbo", "data": dataclasses.asdict(config.data),
+                           "model": dataclasses.asdict(config.model), "seed": config.seed})
+  params = res.params
+  bn = binary_net_bn_stats(params, x_tr, binarize_input=binarize)
+  folded = fold_binary_net(params, bn)
+  timings["pretrain_s"] = time.perf_counter() - t0
+
+  # 2. crossbar description and cost
+  xcfg = CrossbarConfig(tile_rows=config.hardware.tile_rows, tile_cols=config.hardware.tile_cols,
+                        mapping=config.hardware.mapping)
+  shapes = crossbar_layer_shapes(params, x_tr.shape[1:], binarize_input=binarize)
+  costs = [layer_cost(a, b, xcfg, p) for a, b, p in shapes]
+  fan_ins = [s[0] for s in shapes]
+  n_rows = [c.grid.n_r for c in costs]
+  reads = [c.reads for c in costs]
+  n_layers = len(shapes)
+
+  ev_val = _Evaluator(folded, fan_ins, xcfg, binarize, x_val, y_val, config.eval.batch_size)
+  ev_test = _Evaluator(folded, fan_ins, xcfg, binarize, xt, yt, config.eval.batch_size)
+  root = jax.random.key(config.seed + 1)
+  k_ref, k_sens, k_gbo, k_eval, k_check = jax.random.split(root, 5)
+  ev_val.set_chip(k_ref)
+  clean_val = ev_val([1] * n_layers, 0.0)
+  ev_test.set_chip(k_eval)
+  clean_test = ev_test([1] * n_layers, 0.0)
+
+  # 3. sigma_ref: uniform T = 1 falls half-way from clean to chance (validation split, bisection in log sigma)
+  t1 = time.perf_counter()
+  target = 0.5 * (clean_val + chance)
+
+  def val_acc(sigma):
+    vals = []
+    for c in range(config.hardware.ref_chips):
+      ev_val.set_chip(jax.random.fold_in(k_ref, c))
+      vals.append(ev_val([1] * n_layers, sigma))
+    return float(np.mean(vals))
+
+  if config.hardware.sigma_ref > 0:
+    sigma_ref = float(config.hardware.sigma_ref)
+  else:
+    lo, hi = 0.0, 1.0
+    while val_acc(hi) > target and hi < 1e4:
+      lo, hi = hi, hi * 2
+    for _ in range(config.hardware.bisection_steps):
+      mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+      if val_acc(mid) > target:
+        lo = mid
+      else:
+        hi = mid
+    sigma_ref = 0.5 * (lo + hi) if lo > 0 else hi
+  sigmas = [0.0] + [sigma_ref * m for m in config.hardware.sigma_multipliers]
+  timings["sigma_ref_s"] = time.perf_counter() - t1
+
+  # 4. allocations: uniform, closed form (empirical Fisher at sigma_ref), GBO (Gumbel-softmax ST)
+  t2 = time.perf_counter()
+  gbo_loss, grad_fn = gbo_objectives(folded, binarize_input=binarize)
+  rng = np.random.default_rng(config.seed)
+  gcfg = GBOConfig(candidates=config.search.candidates, relaxation=config.search.relaxation,
+                   epochs=config.search.epochs, batch_size=config.search.batch_size, lr=config.search.lr,
+                   dual_lr=config.search.dual_lr, tau_start=config.search.tau_start, tau_end=config.search.tau_end,
+                   seed=config.seed)
+  allocations: dict[str, dict[str, list[int]]] = {}
+  search_info = {}
+  methods: dict[str, dict[int, tuple[int, ...]]] = {"uniform": {}, "gbo": {}, "closed_form": {}}
+  for t in config.search.uniform:
+    methods["uniform"][t] = uniform_allocation(t, n_layers)
+  if 1 in config.search.uniform:
+    methods["gbo"][1] = methods["closed_form"][1] = uniform_allocation(1, n_layers)  # forced: T >= 1
+  for tb in config.search.budgets:
+    budget_e = tb * sum(reads)
+    stds = jnp.asarray([sigma_ref * math.sqrt(n / tb) for n in n_rows], jnp.float32)
+    sel = [rng.choice(len(x_tr), config.search.sens_batch_size, replace=False)
+           for _ in range(config.search.sens_batches)]
+    sens = fisher_sensitivity(lambda b, k: grad_fn(stds, b, k), [(x_tr[s], y_tr[s]) for s in sel],
+                              jax.random.fold_in(k_sens, tb), n_rows)
+    cf = closed_form_allocation(sens, reads, budget_e, config.search.candidates)
+    res_g = gbo(gbo_loss, (x_tr, y_tr), reads=reads, n_rows=n_rows, mean_pulses=tb, sigma=sigma_ref,
+                key=jax.random.fold_in(k_gbo, tb), config=gcfg, sensitivity=sens)
+    methods["closed_form"][tb] = cf
+    methods["gbo"][tb] = res_g.pulses
+    allocations[str(tb)] = {"gbo": list(res_g.pulses), "closed_form": list(cf),
+                            "uniform": list(uniform_allocation(tb, n_layers)),
+                            "gbo_before_repair": list(res_g.raw_pulses)}
+    search_info[str(tb)] = {"fisher_sensitivity": sens.tolist(), "stein_sensitivity": res_g.sensitivity.tolist(),
+                            "budget_E": budget_e, "gbo_E": res_g.energy,
+                            "closed_form_E": float(np.dot(cf, reads)),
+                            "final_lambda": res_g.history[-1]["lambda"],
+                            "final_cost_ratio": res_g.history[-1]["cost_ratio"],
+                            "alpha": res_g.logits.tolist()}
+    from jaxhw.metrics import append_jsonl
+    for h in res_g.history[:: max(1, len(res_g.history) // 20)]:
+      append_jsonl(workdir / "metrics.jsonl", {"phase": f"gbo_T{tb}", **h})
+  timings["search_s"] = time.perf_counter() - t2
+
+  # 5. Monte-Carlo evaluation on the test set (common random numbers across methods and sigmas)
+  t3 = time.perf_counter()
+  acc = {m: {t: np.zeros((len(sigmas), config.eval.chips)) for t in methods[m]} for m in methods}
+  for c in range(config.eval.chips):
+    ev_test.set_chip(jax.random.fold_in(k_eval, c))
+    for j, s in enumerate(sigmas):
+      for m in methods:
+        for t, pulses in methods[m].items():
+          acc[m][t][j, c] = clean_test if s == 0 else ev_test(pulses, s)
+  timings["eval_s"] = time.perf_counter() - t3
+
+  # 6. consistency check on a subset: study evaluator vs the library's crossbar layers (fast, per_pulse)
+  check = {}
+  if config.eval.check_size:
+    t4 = time.perf_counter()
+    n = min(config.eval.check_size, len(xt))
+    w_effs = program_net(folded, k_check, xcfg)
+    xs, ys = jnp.asarray(xt[:n]), jnp.asarray(yt[:n])
+    tb = config.search.budgets[0] if config.search.budgets else 1
+    pulses = methods["gbo"].get(tb, (1,) * n_layers)
+    for mode in ("fast", "per_pulse"):
+      @jax.jit
+      def lib_acc(fd, we, xx, yy, k, mode=mode):
+        lf = crossbar_layer_fn(we, pulses, k, xcfg, sigma=sigma_ref, mode=mode)
+        return jnp.mean(jnp.argmax(folded_net_apply(fd, xx, layer_fn=lf, binarize_input=binarize), -1) == yy)
+
+      vals = [float(lib_acc(folded, w_effs, xs, ys, jax.random.fold_in(k_check, c)))
+              for c in range(config.eval.chips)]
+      check[mode] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    ev_sub = _Evaluator(folded, fan_ins, xcfg, binarize, xt[:n], yt[:n], n)
+    vals = []
+    for c in range(config.eval.chips):
+      ev_sub.set_chip(jax.random.fold_in(k_check, 100 + c))
+      vals.append(ev_sub(pulses, sigma_ref))
+    check["study_evaluator"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    check.update({"images": n, "pulses": list(pulses), "sigma": sigma_ref})
+    timings["check_s"] = time.perf_counter() - t4
+
+  # 7. summary
+  curves = {}
+  for m in methods:
+    for t in methods[m]:
+      curves[f"{m}@T{t}"] = {"method": m, "budget": t, "pulses": list(methods[m][t]), "sigma": sigmas,
+                             "mean": acc[m][t].mean(1).tolist(), "std": acc[m][t].std(1).tolist()}
+  severe = len(sigmas) - 1
+  gains, paired, never_worse = {}, {}, True
+  for tb in config.search.budgets:
+    if tb not in methods["uniform"]:
+      continue
+    d = 100 * (acc["gbo"][tb] - acc["uniform"][tb])          # (sigma, chip), paired by chip
+    gains[str(tb)] = float(d[severe].mean())
+    m = max(d.shape[1] - 1, 1)
+    se = d.std(1, ddof=1) / math.sqrt(d.shape[1]) if d.shape[1] > 1 else np.zeros(len(sigmas))
+    se_g = 100 * acc["gbo"][tb].std(1, ddof=1 if m > 0 else 0) / math.sqrt(d.shape[1])
+    se_u = 100 * acc["uniform"][tb].std(1, ddof=1 if m > 0 else 0) / math.sqrt(d.shape[1])
+    tol = 2 * np.sqrt(se_g**2 + se_u**2)  # spec oracle 10
+    paired[str(tb)] = {"gain_points": d.mean(1).tolist(), "paired_se_points": se.tolist(),
+                       "tolerance_points": tol.tolist()}
+    never_worse &= bool(np.all(d.mean(1) >= -tol - 1e-9))
+  best = max(gains.values()) if gains else 0.0
+  costs_rows = {}
+  for m in methods:
+    for t, pulses in methods[m].items():
+      costs_rows[f"{m}@T{t}"] = inference_cost(pulses, costs)
+  timings["total_s"] = time.perf_counter() - t0
+  summary = {
+      "curves": curves,
+      "allocations": allocations,
+      "gbo_gain_at_severe_noise": {"per_budget_points": gains, "best_points": best, "sigma": sigmas[-1],
+                                   "goal_points": 5.0, "meets_goal": best >= 5.0},
+      "gbo_vs_uniform_paired": paired,
+      "gbo_never_worse_than_uniform_beyond_spread": never_worse,
+      "sigma_ref": sigma_ref, "sigmas": sigmas, "clean_test_accuracy": clean_test,
+      "clean_val_accuracy": clean_val, "chance": chance,
+      "layers": [{"fan_in": a, "fan_out": b, "positions": p, "n_r": c.grid.n_r, "n_c": c.grid.n_c,
+                  "reads_per_pulse": c.reads} for (a, b, p), c in zip(shapes, costs)],
+      "search": search_info, "cost_per_inference": costs_rows, "mode_check": check,
+      "timings_s": timings, "pretrain_steps": res.steps,
+      "scale": f"{config.data.dataset}, {len(x_tr)} train / {len(x_val)} val / {len(xt)} test images",
+  }
+  _write_csv(workdir / "results.csv", config, methods, acc, sigmas, costs)
+  plots = _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref)
+  _report(workdir, config, summary, methods, acc, sigmas, plots)
+  write_json(workdir / "summary.json", summary)
+  return summary
+
+
+def _write_csv(path, config, methods, acc, sigmas, costs):
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["dataset", "model", "method", "T_bar", "sigma", "chip", "accuracy", "E_reads", "latency_steps",
+                "adc_conversions", "pulses_per_layer"])
+    for m in methods:
+      for t, pulses in methods[m].items():
+        c = inference_cost(pulses, costs)
+        for j, s in enumerate(sigmas):
+          for chip in range(acc[m][t].shape[1]):
+            w.writerow([config.data.dataset, config.model.kind, m, t, f"{s:.6g}", chip, f"{acc[m][t][j, chip]:.4f}",
+                        c["reads"], c["latency_steps"], c["adc_conversions"], " ".join(map(str, pulses))])
+
+
+def _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref):
+  plots = []
+  budgets = sorted({t for m in methods for t in methods[m]})
+  colors = {t: plt.cm.viridis(i / max(1, len(budgets) - 1)) for i, t in enumerate(budgets)}
+  styles = {"uniform": ("-", "o"), "gbo": ("--", "s"), "closed_form": (":", "^")}
+  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  xs = np.asarray(sigmas[1:])
+  for name, c in curves.items():
+    m, t = c["method"], c["budget"]
+    if m != "uniform" and t == 1:
+      continue
+    ls, mk = styles[m]
+    ax.errorbar(xs, c["mean"][1:], yerr=c["std"][1:], ls=ls, marker=mk, color=colors[t], capsize=3,
+                label=f"{m} T̄={t}")
+  ax.axhline(curves[next(iter(curves))]["mean"][0], color="gray", lw=0.8, ls="-.", label="noise-free")
+  ax.axvline(sigma_ref, color="k", lw=0.6, ls=":")
+  ax.set(xscale="log", xlabel="read-noise sigma (row units, log)", ylabel="test accuracy",
+         title="Accuracy vs read noise (mean ± std over chips)")
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(workdir / "accuracy_vs_noise.png", dpi=100)
+  plt.close(fig)
+  plots.append("accuracy_vs_noise.png")
+
+  if search_info:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / max(1, len(search_info))
+    for i, (tb, info) in enumerate(search_info.items()):
+      pulses = methods["gbo"][int(tb)]
+      axes[0].bar(np.arange(n_layers) + i * width, pulses, width, label=f"GBO T̄={tb}")
+      s = np.asarray(info["fisher_sensitivity"])
+      axes[1].bar(np.arange(n_layers) + i * width, s / s.sum(), width, label=f"T̄={tb}")
+    axes[0].set(xlabel="binary layer", ylabel="pulses T_l", title="Pulses per layer chosen by GBO",
+                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=[f"xb{i}" for i in range(n_layers)])
+    axes[1].set(xlabel="binary layer", ylabel="S_l (normalised)", title="Sensitivity S_l = n_r E||dL/dy||²",
+                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=[f"xb{i}" for i in range(n_layers)])
+    for a in axes:
+      a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(workdir / "pulses_per_layer.png", dpi=100)
+    plt.close(fig)
+    plots.append("pulses_per_layer.png")
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for m in methods:
+    pts = sorted((inference_cost(p, costs)["reads"], 100 * acc[m][t][-1].mean(), 100 * acc[m][t][-1].std())
+                 for t, p in methods[m].items())
+    if pts:
+      e, a, s = zip(*pts)
+      ax.errorbar(e, a, yerr=s, marker=styles[m][1], ls=styles[m][0], capsize=3, label=m)
+  ax.set(xscale="log", xlabel="array reads per inference (E)", ylabel="accuracy (%)",
+         title=f"Accuracy vs energy at the most severe sigma = {sigmas[-1]:.3g}")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(workdir / "pareto_severe.png", dpi=100)
+  plt.close(fig)
+  plots.append("pareto_severe.png")
+  return plots
+
+
+def _fmt(a):
+  return f"{100 * a.mean():.1f} ± {100 * a.std():.1f}"
+
+
+def _report(workdir, config, summary, methods, acc, sigmas, plots):
+  cols = ["sigma (x sigma_ref)"]
+  keys = []
+  for t in sorted({t for m in methods for t in methods[m]}):
+    for m in ("uniform", "gbo", "closed_form"):
+      if t in methods[m] and not (m != "uniform" and t == 1):
+        cols.append(f"{m} T̄={t}")
+        keys.append((m, t))
+  rows = []
+  for j, s in enumerate(sigmas):
+    rows.append([f"{s:.3g} ({s / summary['sigma_ref']:.2g})"] + [_fmt(acc[m][t][j]) for m, t in keys])
+  alloc_rows = [[tb, " ".join(map(str, a["uniform"])), " ".join(map(str, a["gbo"])),
+                 " ".join(map(str, a["closed_form"])), " ".join(map(str, a["gbo_before_repair"]))]
+                for tb, a in summary["allocations"].items()]
+  cost_rows = [[k, v["reads"], v["latency_steps"], v["adc_conversions"], v["energy_pj"], v["latency_ns"]]
+               for k, v in summary["cost_per_inference"].items()]
+  g = summary["gbo_gain_at_severe_noise"]
+  gain_rows = [[f"T̄={tb}", f"{PAPER_GAIN_POINTS[0]:.0f} to {PAPER_GAIN_POINTS[1]:.0f}", f"{v:+.1f}"]
+               for tb, v in g["per_budget_points"].items()]
+  tables = [Table("Test accuracy (%) vs read noise, mean ± std over chips", cols, rows),
+            Table("GBO gain over uniform at the same budget, most severe sigma (points)",
+                  ["budget", "paper (abstract, severe noise)", "jaxhw"], gain_rows),
+            Table("Pulses per layer", ["T̄", "uniform", "GBO", "closed form", "GBO before repair"], alloc_rows),
+            Table("Cost per inference (E = array reads; energy/latency from placeholder constants)",
+                  ["setting", "reads E", "latency steps", "ADC conversions", "energy pJ", "latency ns"], cost_rows)]
+  lay = ", ".join(f"{l['fan_in']}->{l['fan_out']} (n_r={l['n_r']}, R_l={l['reads_per_pulse']})"
+                  for l in summary["layers"])
+  notes = [
+      f"Scale: {summary['scale']}; the paper's +5-40 % comes from larger networks and data sets whose details the "
+      "abstract does not give (baseline and absolute/relative points unknown).",
+      f"sigma_ref = {summary['sigma_ref']:.3g} (row units) from bisection on the validation split; "
+      f"noise-free test accuracy {100 * summary['clean_test_accuracy']:.1f} %.",
+      f"Best GBO gain at the most severe sigma: {g['best_points']:+.1f} points (goal: >= +5): "
+      + ("met." if g["meets_goal"] else "NOT met at this scale."),
+      "GBO never below uniform beyond 2 sqrt(se_G^2 + se_U^2) (spec oracle 10) at any sigma and budget: "
+      + ("yes." if summary["gbo_never_worse_than_uniform_beyond_spread"] else "NO (see gbo_vs_uniform_paired)."),
+      f"Crossbar layers: {lay}. Evaluation uses the fast mode with common random numbers; the consistency "
+      f"check (library fast / per_pulse / study evaluator on a subset) gave {summary['mode_check']}.",
+      "Pretraining deviates from the spec's Adam lr 1e-3: lr 0.03 with cosine decay reaches the 88 % floor on the "
+      "4.5k-image subset, 1e-3 did not (86 %).",
+  ]
+  write_study_report(workdir, study="gbo", title="GBO: per-layer pulse counts on a noisy binary crossbar",
+                     setup={"data": summary["scale"], "model": f"binary {config.model.kind} {config.model.sizes}",
+                            "crossbar": f"{config.hardware.tile_rows}x{config.hardware.tile_cols} tiles, "
+                                        f"{config.hardware.mapping}, additive read noise, fast mode",
+                            "Monte Carlo": f"{config.eval.chips} chips, common random numbers",
+                            "seed": config.seed, "wall s": round(summary["timings_s"]["total_s"], 1)},
+                     tables=tables, plots=plots, notes=notes)
