@@ -1,0 +1,216 @@
+"""T2FSNN: time-to-first-spike coding with kernels: closed form, decoding, and the gradient-based optimisation
+(GO) of each layer's kernel parameters ``(tau, t_d)``.
+
+References:
+  Park et al., "T2FSNN: Deep spiking neural networks with time-to-first-spike coding", DAC 2020 (arXiv
+  2003.11741); SNN spec (``shared/specs/snn.md``) section 2.4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from jaxhw.models.snn_cnn import conv2d, pool2d
+from jaxhw.snn.codings import Coding
+from jaxhw.snn.convert import SNNet, snn_ann_apply
+
+__all__ = ["spike_time", "decode", "quantize", "closed_form", "pipeline_length", "GOState",
+           "go_step_analytic", "go_step_grad", "optimize_kernels", "GO_IMPLS"]
+
+GO_IMPLS = ("analytic", "jax_grad")
+
+
+def spike_time(x, tau, t_d, t_w, theta0: float = 1.0):
+  """First-spike time of a TTFS neuron holding potential ``x`` at the start of its window:
+  ``max(0, ceil(t_d - tau ln(x/theta0)))``; ``t_w`` (silent) if that is ``>= t_w`` or ``x <= 0``."""
+  x = jnp.asarray(x, jnp.float32)
+  safe = jnp.where(x > 0, x, 1.0)
+  t = jnp.maximum(0.0, jnp.ceil(t_d - tau * jnp.log(safe / theta0)))
+  return jnp.where((x > 0) & (t < t_w), t, float(t_w)).astype(jnp.int32)
+
+
+def decode(t_hat, tau, t_d, t_w):
+  """``exp(-(t_hat - t_d)/tau)``, 0 for a silent neuron (``t_hat >= t_w``)."""
+  t = jnp.asarray(t_hat, jnp.float32)
+  return jnp.where(t < t_w, jnp.exp(-(t - t_d) / tau), 0.0)
+
+
+def quantize(x, tau, t_d, t_w):
+  """The value a TTFS neuron with potential ``x`` transmits (``decode(spike_time(x))``)."""
+  return decode(spike_time(x, tau, t_d, t_w), tau, t_d, t_w)
+
+
+def pipeline_length(net: SNNet, coding: Coding) -> int:
+  """Latency ``D * T_s + T_w`` of a TTFS network, D = number of hidden spiking layers."""
+  depth = sum(op.kind == "spike" for op in net.ops)
+  return depth * coding.window_spacing + coding.t_w
+
+
+def closed_form(net: SNNet, x: Float[Array, "batch ..."], coding: Coding, *, return_values: bool = False):
+  """TTFS network without early firing in closed form: ``V_l = W x_hat_{l-1} + b``, then quantize(V_l).
+
+  Args:
+    net: converted network.
+    x: input batch.
+    coding: a TTFS coding (its per-layer ``tau``, ``t_d``, ``t_w``).
+    return_values: also return the transmitted values of every spiking layer (input first).
+
+  Returns:
+    Final output potential ``V_L`` (``[B, C]``) and, optionally, the list of per-layer values.
+  """
+  tau, t_d = coding.ttfs_params(0)
+  h = quantize(x, tau, t_d, coding.t_w)
+  values = [h]
+  for op in net.ops:
+    if op.kind == "conv":
+      w = net.params[op.index]
+      h = conv2d(h, w["w"], op.padding) + w["b"]
+    elif op.kind == "dense":
+      w = net.params[op.index]
+      h = h.reshape(h.shape[0], -1) @ w["w"] + w["b"]
+    elif op.kind == "spike":
+      tau, t_d = coding.ttfs_params(op.index + 1)
+      h = quantize(h, tau, t_d, coding.t_w)
+      values.append(h)
+    elif op.kind in ("maxpool", "avgpool"):
+      h = pool2d(h, op.window, op.kind)
+    elif op.kind == "flatten":
+      h = h.reshape(h.shape[0], -1)
+  return (h, values) if return_values else h
+
+
+def _count(mask):
+  return jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+
+
+class GOState(NamedTuple):
+  """Per-layer kernel parameters (input first)."""
+
+  tau: Array
+  t_d: Array
+
+
+def _layer_terms(x, tau, t_d, t_w, min_over: str, min_percentile: float):
+  """Shared quantities of the GO updates for one layer's activations ``x`` ``[B, ...]``."""
+  b = x.shape[0]
+  xf = x.reshape(b, -1)
+  t_hat = jax.lax.stop_gradient(spike_time(xf, tau, t_d, t_w)).astype(jnp.float32)
+  fired = t_hat < t_w
+  mask = (xf > 0) & fired
+  src = jnp.where(xf > 0, xf, jnp.nan) if min_over == "positive" else jnp.maximum(xf, 0.0)
+  x_min = jnp.nanmean(jnp.nanpercentile(src, min_percentile, axis=1))
+  x_min = jnp.where(jnp.isnan(x_min), 0.0, x_min)
+  t_min = jnp.min(jnp.where(fired, t_hat, jnp.inf), axis=1)
+  has = jnp.isfinite(t_min)
+  return xf, t_hat, mask, x_min, jnp.where(has, t_min, 0.0), has
+
+
+def go_step_analytic(x, tau, t_d, *, t_w: int, rho1=10.0, rho2=100.0, rho_td=1.0, min_over="positive",
+                     min_percentile=2.0):
+  """One GO update of one layer with the paper's closed-form deltas.
+
+  ``tau += rho1*d1 + rho2*d2``, ``d1 = mean+[(x - x_hat) x_hat (t_hat - t_d)]/tau^2`` (mean over the positive,
+  firing entries), ``d2 = (x_min - x_hat_min) x_hat_min (T_w - t_d)/tau^2``,
+  ``x_hat_min = exp(-(T_w - t_d)/tau)``; ``t_d += rho_td * mean((x_max - x_hat_max) x_hat_max)/tau`` with
+  ``x_max = exp(-(t_hat_min - t_d)/tau)`` (the earliest spike per image) and ``x_hat_max = exp(t_d/tau)``.
+
+  Returns:
+    ``(tau, t_d)`` updated.
+  """
+  xf, t_hat, mask, x_min, t_min, has = _layer_terms(x, tau, t_d, t_w, min_over, min_percentile)
+  x_hat = jnp.where(t_hat < t_w, jnp.exp(-(t_hat - t_d) / tau), 0.0)
+  term = (xf - x_hat) * x_hat * (t_hat - t_d)
+  d1 = jnp.sum(jnp.where(mask, term, 0.0)) / jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32) / tau**2
+  xh_min = jnp.exp(-(t_w - t_d) / tau)
+  d2 = (x_min - xh_min) * xh_min * (t_w - t_d) / tau**2
+  x_max = jnp.exp(-(t_min - t_d) / tau)
+  xh_max = jnp.exp(t_d / tau)
+  dtd = jnp.sum(jnp.where(has, (x_max - xh_max) * xh_max, 0.0)) / _count(has) / tau
+  return tau + rho1 * d1 + rho2 * d2, t_d + rho_td * dtd
+
+
+def go_step_grad(x, tau, t_d, *, t_w: int, rho1=10.0, rho2=100.0, rho_td=1.0, min_over="positive",
+                 min_percentile=2.0):
+  """The same update as :func:`go_step_analytic`, from the losses under ``jax.grad`` (t_hat held fixed):
+  ``L_prec = 1/2 mean+((x - x_hat)^2)``, ``L_min = 1/2 (x_min - x_hat_min)^2``, ``L_max = 1/2 mean((x_max -
+  x_hat_max)^2)`` with ``x_max`` a fixed target."""
+  xf, t_hat, mask, x_min, t_min, has = _layer_terms(x, tau, t_d, t_w, min_over, min_percentile)
+
+  def l_prec(tau_):
+    x_hat = jnp.where(t_hat < t_w, jnp.exp(-(t_hat - t_d) / tau_), 0.0)
+    return 0.5 * jnp.sum(jnp.where(mask, (xf - x_hat) ** 2, 0.0)) / _count(mask)
+
+  def l_min(tau_):
+    return 0.5 * (x_min - jnp.exp(-(t_w - t_d) / tau_)) ** 2
+
+  x_max = jax.lax.stop_gradient(jnp.exp(-(t_min - t_d) / tau))
+
+  def l_max(td_):
+    xh = jnp.exp(td_ / tau)
+    return 0.5 * jnp.sum(jnp.where(has, (x_max - xh) ** 2, 0.0)) / _count(has)
+
+  new_tau = tau - rho1 * jax.grad(l_prec)(tau) - rho2 * jax.grad(l_min)(tau)
+  return new_tau, t_d - rho_td * jax.grad(l_max)(t_d)
+
+
+def optimize_kernels(net: SNNet, x_train: np.ndarray, coding: Coding, *, passes: int = 2,
+                     batch_size: int = 100, rho1: float = 10.0, rho2: float = 100.0, rho_td: float = 1.0,
+                     impl: str = "analytic", min_over: str = "positive", min_percentile: float = 2.0) -> Coding:
+  """Gradient-based optimisation of every spiking layer's ``(tau, t_d)`` on training images.
+
+  Targets are the normalised ANN activations of the same images (input: the pixels); all layers are updated
+  after each batch.
+
+  Args:
+    net: converted network.
+    x_train: training images.
+    coding: the TTFS coding to start from.
+    passes: passes over ``x_train`` (official: 6 x 10,000 images).
+    batch_size: images per update.
+    rho1, rho2, rho_td: step sizes (paper: 10, 100, 1).
+    impl: ``"analytic"`` or ``"jax_grad"`` (same updates).
+    min_over: ``"positive"`` (percentile over positive activations) or ``"clamped"`` (official).
+    min_percentile: percentile giving ``x_min`` (2).
+
+  Returns:
+    ``coding`` with per-layer tuples ``tau`` and ``t_d``.
+
+  References:
+    Park et al., DAC 2020, section "Gradient-based optimization"; SNN spec 2.4.
+  """
+  if not coding.is_ttfs:
+    raise ValueError(f"coding.input={coding.input!r}: kernel optimisation needs a TTFS coding")
+  if impl not in GO_IMPLS:
+    raise ValueError(f"impl={impl!r}; valid: {GO_IMPLS}")
+  if min_over not in ("positive", "clamped"):
+    raise ValueError(f"min_over={min_over!r}; valid: ('positive', 'clamped')")
+  n_layers = 1 + sum(op.kind == "spike" for op in net.ops)
+  params = [coding.ttfs_params(d) for d in range(n_layers)]
+  tau = jnp.asarray([p[0] for p in params], jnp.float32)
+  t_d = jnp.asarray([p[1] for p in params], jnp.float32)
+  step_fn = go_step_analytic if impl == "analytic" else go_step_grad
+
+  @jax.jit
+  def update(xb, tau, t_d):
+    _, acts = snn_ann_apply(net, xb, return_activations=True)
+    acts = [xb] + list(acts)
+    new_tau, new_td = [], []
+    for d, a in enumerate(acts):
+      nt, nd = step_fn(a, tau[d], t_d[d], t_w=coding.t_w, rho1=rho1, rho2=rho2, rho_td=rho_td,
+                       min_over=min_over, min_percentile=min_percentile)
+      new_tau.append(jnp.maximum(nt, 0.5))
+      new_td.append(nd)
+    return jnp.stack(new_tau), jnp.stack(new_td)
+
+  x_train = np.asarray(x_train)
+  for _ in range(passes):
+    for s in range(0, len(x_train) - batch_size + 1, batch_size):
+      tau, t_d = update(jnp.asarray(x_train[s:s + batch_size]), tau, t_d)
+  return dataclasses.replace(coding, tau=tuple(float(v) for v in np.asarray(tau)),
+                             t_d=tuple(float(v) for v in np.asarray(t_d)))
