@@ -10,7 +10,7 @@ Subpackages (import them as ``jaxhw.faults``, ``jaxhw.hessian``, ...):
 Top level: the trainer (`train`, `TrainConfig`), checkpoints, metrics and reports.
 """
 
-from jaxhw import crossbar, data, faults, hessian, models
+from jaxhw import crossbar, data, faults, hessian, models, snn
 from jaxhw.checkpoint import CheckpointError, Checkpointer
 from jaxhw.metrics import accuracy, cross_entropy
 from jaxhw.report import Table, write_index, write_study_report
@@ -20,6 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "Checkpointer", "NonFiniteLossError", "Table", "TrainConfig", "TrainResult",
-    "TrainingInterrupted", "accuracy", "crossbar", "cross_entropy", "data", "faults", "hessian", "models", "train", "write_index",
+    "TrainingInterrupted", "accuracy", "crossbar", "cross_entropy", "data", "faults", "hessian", "models", "snn", "train", "write_index",
     "write_study_report",
 ]
