@@ -63,6 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
   p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field, e.g. --set train.lr=0.01 (repeatable)")
   p.add_argument("--workdir", default=None, help="output directory (default runs/<study>-<preset>)")
+  p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                 help="continue from the checkpoints in WORKDIR (default); --no-resume refuses a WORKDIR that "
+                      "already holds a run instead of touching it")
   common(p)
   p.set_defaults(func=_cmd_run)
 
@@ -110,8 +113,13 @@ def _cmd_run(args) -> int:
   from jaxhw.report import write_index
   from jaxhw.studies import make_config, run_study
 
+  from jaxhw.config import ConfigError
+
   config = make_config(args.study, args.preset, _parse_sets(args.sets))
   workdir = Path(args.workdir or f"runs/{args.study}-{args.preset}")
+  if not args.resume and workdir.exists() and any(workdir.iterdir()):
+    raise ConfigError(f"--no-resume: {workdir} already holds a run; it was left untouched. Choose another "
+                      "--workdir, or drop --no-resume to continue it.")
   summary = run_study(args.study, config, workdir, quiet=args.quiet)
   write_index(workdir, title=f"jaxhw: {args.study} ({args.preset})")
   _print_summary(args.study, summary, workdir)

@@ -75,3 +75,10 @@ def test_sweep_runs_points_then_skips_them(tmp_path, capsys):
 def test_python_m_jaxhw_entry_point():
   out = subprocess.run([sys.executable, "-m", "jaxhw", "--help"], capture_output=True, text=True, timeout=60)
   assert out.returncode == 0 and "jaxhw list" in out.stdout
+
+
+def test_no_resume_refuses_an_existing_workdir(tmp_path, capsys):
+  (tmp_path / "checkpoints").mkdir()
+  assert main(["run", "mnist_baseline", "--no-resume", "--workdir", str(tmp_path)]) == 2
+  assert "already holds a run" in capsys.readouterr().err
+  assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
