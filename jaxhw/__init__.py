@@ -11,7 +11,7 @@ Top level: the trainer (`train`, `TrainConfig`), checkpoints, metrics and report
 """
 
 from jaxhw import crossbar, data, faults, hessian, models, snn
-from jaxhw.checkpoint import CheckpointError, Checkpointer
+from jaxhw.checkpoint import Checkpointer, CheckpointError
 from jaxhw.metrics import accuracy, cross_entropy
 from jaxhw.report import Table, write_index, write_study_report
 from jaxhw.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, TrainResult, train
@@ -20,6 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "Checkpointer", "NonFiniteLossError", "Table", "TrainConfig", "TrainResult",
-    "TrainingInterrupted", "accuracy", "crossbar", "cross_entropy", "data", "faults", "hessian", "models", "snn", "train", "write_index",
-    "write_study_report",
+    "TrainingInterrupted", "accuracy", "cross_entropy", "crossbar", "data", "faults", "hessian", "models",
+    "snn", "train", "write_index", "write_study_report",
 ]

@@ -110,10 +110,9 @@ def _print_summary(name: str, summary: dict, workdir: Path) -> None:
 
 
 def _cmd_run(args) -> int:
+  from jaxhw.config import ConfigError
   from jaxhw.report import write_index
   from jaxhw.studies import make_config, run_study
-
-  from jaxhw.config import ConfigError
 
   config = make_config(args.study, args.preset, _parse_sets(args.sets))
   workdir = Path(args.workdir or f"runs/{args.study}-{args.preset}")

@@ -13,7 +13,6 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 
-
 @pytest.fixture
 def strict_dtypes():
   with jax.numpy_dtype_promotion("strict"):

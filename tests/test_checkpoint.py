@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhw.checkpoint import CheckpointError, Checkpointer
+from jaxhw.checkpoint import Checkpointer, CheckpointError
 from jaxhw.data import synthetic_classification
 from jaxhw.metrics import cross_entropy
 from jaxhw.models import mlp_apply, mlp_init

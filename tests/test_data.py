@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from jaxhw.data import (BatchIterator, MissingDataError, load_babi, load_mnist, parse_babi,
-                        synthetic_classification, train_val_split, vendored_path)
+from jaxhw.data import (
+  BatchIterator,
+  MissingDataError,
+  load_babi,
+  load_mnist,
+  parse_babi,
+  synthetic_classification,
+  train_val_split,
+  vendored_path,
+)
 
 
 def test_mnist_train_subset():

@@ -17,6 +17,7 @@ def test_presets_are_frozen_and_distinct():
   quick, smoke = mnist_baseline.get_config("quick"), mnist_baseline.get_config("smoke")
   assert quick != smoke and quick.train.epochs >= 5
   import dataclasses
+
   import pytest
   with pytest.raises(dataclasses.FrozenInstanceError):
     quick.seed = 1

@@ -1,4 +1,4 @@
-"""Datasets: vendored real MNIST and bAbI, a resumable batch iterator, augmentation, synthetic sets, tfds adapter."""
+"""Datasets: vendored MNIST and bAbI, a resumable batch iterator, augmentation, synthetic sets, tfds adapter."""
 
 from jaxhw.data._files import MissingDataError, vendored_path
 from jaxhw.data.augment import random_shift
@@ -10,6 +10,7 @@ from jaxhw.data.tfds_adapter import DatasetNotPreparedError, tfds_arrays, tfds_s
 
 __all__ = [
     "BabiExample", "BatchIterator", "DatasetNotPreparedError", "MissingDataError", "load_babi", "load_mnist",
-    "parse_babi", "random_shift", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize", "train_val_split",
+    "parse_babi", "random_shift", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize",
+    "train_val_split",
     "vendored_path",
 ]
