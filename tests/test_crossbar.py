@@ -11,16 +11,45 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxhw.crossbar import (CrossbarConfig, adc_conversions, bitserial, budget, crossbar_conv, crossbar_matmul,
-                            decompose, energy_proxy, latency_proxy, layer_cost, level_energy, make_encoding,
-                            mixed, noise_factor, noise_factor_continuous, preset, program, ste_heaviside, ste_sign,
-                            ste_sign_sg, thermometer, tile_grid)
-from jaxhw.models.binary_net import (binary_cnn_init, binary_mlp_init, binary_net_apply, binary_net_bn_stats,
-                                     crossbar_layer_fn, fold_binary_net, folded_net_apply, program_net)
+from jaxhw.crossbar import (
+  CrossbarConfig,
+  adc_conversions,
+  bitserial,
+  budget,
+  crossbar_conv,
+  crossbar_matmul,
+  decompose,
+  energy_proxy,
+  latency_proxy,
+  layer_cost,
+  level_energy,
+  make_encoding,
+  mixed,
+  noise_factor,
+  noise_factor_continuous,
+  preset,
+  program,
+  ste_heaviside,
+  ste_sign,
+  ste_sign_sg,
+  thermometer,
+  tile_grid,
+)
+from jaxhw.models.binary_net import (
+  binary_cnn_init,
+  binary_mlp_init,
+  binary_net_apply,
+  binary_net_bn_stats,
+  crossbar_layer_fn,
+  fold_binary_net,
+  folded_net_apply,
+  program_net,
+)
 
 
-def _pm1(key, shape):
-  return np.where(np.asarray(jax.random.normal(key, shape)) >= 0, 1.0, -1.0).astype(np.float32)
+def _pm1(seed, shape):
+  """+-1 test inputs from numpy (no jax.random compilation per shape)."""
+  return np.where(np.random.default_rng(seed).random(shape) < 0.5, 1.0, -1.0).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ encodings
@@ -61,54 +90,66 @@ CONFIGS = [CrossbarConfig(tile_rows=r, tile_cols=c, mapping=m)
 
 
 class TestZeroNoise(chex.TestCase):
-  """Zero noise equals the exact matmul (numpy integer reference), with and without jit."""
+  """Zero noise equals the exact matmul (numpy integer reference). Each test runs all its cases in one function,
+  so a jit variant compiles once; the binary test also runs without jit (op by op)."""
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_binary_all_modes_and_tiles(self):
-    x = _pm1(jax.random.key(1), (6, 45))
-    w = _pm1(jax.random.key(2), (45, 11))
+    x = _pm1(1, (6, 45))
+    w = _pm1(2, (45, 11))
     ref = x.astype(np.int64) @ w.astype(np.int64)
-    for config, mode, t in [(CONFIGS[0], "fast", 1), (CONFIGS[0], "per_pulse", 3), (CONFIGS[1], "fast", 2),
-                            (CONFIGS[1], "per_pulse", 2), (CONFIGS[3], "per_pulse", 1)]:
-      fn = self.variant(lambda xx, ww, config=config, mode=mode, t=t: crossbar_matmul(
-          xx, ww, pulses=t, read_key=jax.random.key(0), config=config, mode=mode))
-      np.testing.assert_array_equal(np.asarray(fn(x, w)), ref)
+    cases = [(CONFIGS[0], "fast", 1), (CONFIGS[0], "per_pulse", 3), (CONFIGS[1], "fast", 2),
+             (CONFIGS[3], "per_pulse", 2)]  # both mappings x both modes, three tile sizes
+    if self.variant.type == chex.ChexVariantType.WITHOUT_JIT:  # op by op is slow to dispatch: one per mode
+      cases = [cases[0], cases[3]]
+    fn = self.variant(lambda xx, ww: [crossbar_matmul(xx, ww, pulses=t, read_key=jax.random.key(0), config=c,
+                                                      mode=m) for c, m, t in cases])
+    for y in fn(x, w):
+      np.testing.assert_array_equal(np.asarray(y), ref)
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   def test_multibit_every_encoding(self):
-    u = np.asarray(jax.random.randint(jax.random.key(3), (5, 40), 0, 16))
-    w = _pm1(jax.random.key(4), (40, 9))
+    u = np.random.default_rng(3).integers(0, 16, (5, 40))
+    w = _pm1(4, (40, 9))
     ref = u @ w.astype(np.int64)  # integer reference; y = ref / L (jit may use x * (1/L): compare L y)
-    for enc, t, mode in [("thermometer", 30, "per_pulse"), ("bitserial", 8, "per_pulse"), ("mixed", 6, "per_pulse"),
-                         ("mixed", 12, "fast")]:
-      config = CrossbarConfig(tile_rows=16, tile_cols=8, encoding=enc)
-      if True:
-        fn = self.variant(lambda xx, ww, config=config, mode=mode, t=t: crossbar_matmul(
-            xx, ww, pulses=t, read_key=jax.random.key(0), config=config, mode=mode, input_bits=4))
-        ly = 15.0 * np.asarray(fn(u / 15.0, w), np.float64)
-        np.testing.assert_array_equal(np.round(ly), ref)
-        np.testing.assert_allclose(ly, ref, atol=1e-4)
+    cases = [("thermometer", 30, "per_pulse"), ("bitserial", 8, "per_pulse"), ("mixed", 6, "per_pulse"),
+             ("mixed", 12, "fast")]
+    fn = self.variant(lambda xx, ww: [crossbar_matmul(
+        xx, ww, pulses=t, read_key=jax.random.key(0), config=CrossbarConfig(tile_rows=16, tile_cols=8, encoding=e),
+        mode=m, input_bits=4) for e, t, m in cases])
+    for y in fn(u / 15.0, w):
+      ly = 15.0 * np.asarray(y, np.float64)
+      np.testing.assert_array_equal(np.round(ly), ref)
+      np.testing.assert_allclose(ly, ref, atol=1e-4)
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   def test_conv_tiled_equals_lax_conv(self):
-    x = _pm1(jax.random.key(5), (1, 5, 5, 3))
-    w = _pm1(jax.random.key(6), (3, 3, 3, 4))
-    ref = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    for mode in ("fast", "per_pulse"):
-      fn = self.variant(lambda xx, ww, mode=mode: crossbar_conv(xx, ww, pulses=2, read_key=jax.random.key(0),
-                                                               config=CrossbarConfig(tile_rows=8), mode=mode))
-      np.testing.assert_array_equal(np.asarray(fn(x, w)), np.asarray(ref))
+    x = _pm1(5, (1, 5, 5, 3))
+    w = _pm1(6, (3, 3, 3, 4))
+    ref = np.zeros((1, 5, 5, 4))
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for i, j in itertools.product(range(5), range(5)):  # explicit-loop SAME convolution
+      ref[0, i, j] = np.einsum("abc,abcd->d", xp[0, i:i + 3, j:j + 3], w)
+    fn = self.variant(lambda xx, ww: [crossbar_conv(xx, ww, pulses=2, read_key=jax.random.key(0),
+                                                    config=CrossbarConfig(tile_rows=8), mode=m)
+                                      for m in ("fast", "per_pulse")])
+    for y in fn(x, w):
+      np.testing.assert_array_equal(np.asarray(y), ref)
 
 
 def test_tiling_equals_untiled_matmul_without_noise():
-  x = _pm1(jax.random.key(7), (4, 300))
-  w = _pm1(jax.random.key(8), (300, 20))
-  untiled = crossbar_matmul(x, w, pulses=2, read_key=jax.random.key(0), mode="per_pulse",
-                            config=CrossbarConfig(tile_rows=512, tile_cols=64))
-  for r in (1, 7, 64, 128, 299):
-    tiled = crossbar_matmul(x, w, pulses=2, read_key=jax.random.key(0), mode="per_pulse",
-                            config=CrossbarConfig(tile_rows=r))
-    np.testing.assert_array_equal(np.asarray(tiled), np.asarray(untiled))
+  x = _pm1(7, (4, 300))
+  w = _pm1(8, (300, 20))
+  ref = x.astype(np.int64) @ w.astype(np.int64)
+  rows = (1, 7, 128, 299, 512)  # 300, 43, 3, 2 and 1 row tiles
+
+  @jax.jit
+  def tiled(xx, ww):
+    return [crossbar_matmul(xx, ww, pulses=2, read_key=jax.random.key(0), mode="per_pulse",
+                            config=CrossbarConfig(tile_rows=r, tile_cols=64)) for r in rows]
+
+  for y in tiled(x, w):
+    np.testing.assert_array_equal(np.asarray(y), ref)
   assert tile_grid(300, 20, 128, 128).n_r == 3
   assert tile_grid(784, 512, 128, 128).n_c == 8
   assert tile_grid(784, 512, 128, 128, "offset").n_c == math.ceil(512 / 127)
@@ -119,70 +160,86 @@ def test_tiling_equals_untiled_matmul_without_noise():
 N = 20000
 
 
-def _errors(config, t, mode, key, n_in=40, input_bits=1, x_row=None):
-  w = _pm1(jax.random.key(11), (n_in, 3))
-  x = _pm1(jax.random.key(12), (n_in,)) if x_row is None else x_row
-  xb = jnp.broadcast_to(x, (N, n_in))
-  y = crossbar_matmul(xb, w, pulses=t, read_key=key, config=config, mode=mode, input_bits=input_bits)
-  ref = (x @ w) if input_bits == 1 else (jnp.round(x * (2**input_bits - 1)) @ w) / (2**input_bits - 1)
-  return np.asarray(y - ref)
+def _errors(config, cases, *, n_in=40, input_bits=1, x_row=None):
+  """Errors y_hat - y over N draws, one (N, 3) array per (pulses, key seed, mode) case, all cases in one jit
+  (`config` one CrossbarConfig, or a list with one per case)."""
+  w = _pm1(11, (n_in, 3))
+  x = _pm1(12, (n_in,)) if x_row is None else np.asarray(x_row, np.float32)
+
+  configs = config if isinstance(config, list) else [config] * len(cases)
+
+  @jax.jit
+  def run(xx, ww):
+    xb = jnp.broadcast_to(xx, (N, n_in))
+    return [crossbar_matmul(xb, ww, pulses=t, read_key=jax.random.key(k), config=c, mode=m,
+                            input_bits=input_bits) for c, (t, k, m) in zip(configs, cases)]
+
+  big_l = 2**input_bits - 1
+  ref = x.astype(np.float64) @ w if input_bits == 1 else (np.round(x * big_l) @ w) / big_l
+  return [np.asarray(y, np.float64) - ref for y in run(x, w)]
 
 
-@pytest.mark.parametrize("mode", ["fast", "per_pulse"])
-def test_noise_variance_follows_one_over_T(mode):
+def test_noise_variance_follows_one_over_T():
   sigma = 1.3
   config = CrossbarConfig(tile_rows=16, sigma=sigma)  # n_r = 3
-  tv = []
-  for t in (1, 2, 4, 8, 16):
-    err = _errors(config, t, mode, jax.random.key(t))[:, 0]
-    expected = sigma**2 * 3 / t
-    assert abs(err.var() / expected - 1) < 4 * math.sqrt(2 / N), (t, err.var(), expected)
-    assert abs(err.mean()) < 4 * math.sqrt(expected / N)
-    tv.append(t * err.var())
-  assert np.ptp(tv) / np.mean(tv) < 8 * math.sqrt(2 / N)
+  ts = (1, 2, 4, 8, 16)
+  modes = ("fast", "per_pulse")
+  errs = _errors(config, [(t, 10 * i + t, m) for i, m in enumerate(modes) for t in ts])
+  for i, mode in enumerate(modes):
+    tv = []
+    for t, err in zip(ts, errs[i * len(ts):(i + 1) * len(ts)]):
+      err = err[:, 0]
+      expected = sigma**2 * 3 / t
+      assert abs(err.var() / expected - 1) < 4 * math.sqrt(2 / N), (mode, t, err.var(), expected)
+      assert abs(err.mean()) < 4 * math.sqrt(expected / N), (mode, t)
+      tv.append(t * err.var())
+    assert np.ptp(tv) / np.mean(tv) < 8 * math.sqrt(2 / N), mode
 
 
 def test_noise_variance_multibit_codes_follow_c_of_s():
   sigma = 0.7
-  for enc, t in [("bitserial", 4), ("mixed", 6), ("thermometer", 15)]:
-    config = CrossbarConfig(tile_rows=16, sigma=sigma, encoding=enc)
-    x = jnp.asarray(np.random.default_rng(0).integers(0, 16, 40) / 15.0, jnp.float32)
-    err = _errors(config, t, "per_pulse", jax.random.key(3), input_bits=4, x_row=x)[:, 0]
+  x = np.random.default_rng(0).integers(0, 16, 40) / 15.0
+  codes = [("bitserial", 4), ("mixed", 6), ("thermometer", 15)]
+  errs = _errors([CrossbarConfig(tile_rows=16, sigma=sigma, encoding=e) for e, _ in codes],
+                 [(t, 3, "per_pulse") for _, t in codes], input_bits=4, x_row=x)
+  for (enc, t), err in zip(codes, errs):
     expected = sigma**2 * 3 * noise_factor(make_encoding(enc, 4, t))
-    assert abs(err.var() / expected - 1) < 4 * math.sqrt(2 / N), enc
+    assert abs(err[:, 0].var() / expected - 1) < 4 * math.sqrt(2 / N), enc
 
 
-@pytest.mark.parametrize("config", [CrossbarConfig(tile_rows=16, sigma=1.0),
-                                    CrossbarConfig(tile_rows=16, sigma_p=0.3),
-                                    CrossbarConfig(tile_rows=16, tile_cols=5, sigma=1.0, mapping="offset"),
-                                    CrossbarConfig(tile_rows=16, sigma=0.5, adc_bits=5)],
-                         ids=["additive", "proportional", "offset", "adc_as_noise"])
-def test_fast_and_per_pulse_agree_in_distribution(config):
+def test_fast_and_per_pulse_agree_in_distribution():
   t = 3
-  a = _errors(config, t, "fast", jax.random.key(21))
-  b = _errors(config, t, "per_pulse", jax.random.key(22))
-  for j in range(a.shape[1]):
-    assert stats.ks_2samp(a[:, j], b[:, j]).pvalue > 1e-3
-    assert abs(a[:, j].var() / b[:, j].var() - 1) < 6 * math.sqrt(2 / N)
-    assert abs(a[:, j].mean() - b[:, j].mean()) < 5 * math.sqrt(a[:, j].var() * 2 / N)
-  if config.mapping == "offset":  # shared reference-column noise correlates columns of one tile
-    assert np.corrcoef(a[:, 0], a[:, 1])[0, 1] > 0.3 and np.corrcoef(b[:, 0], b[:, 1])[0, 1] > 0.3
+  configs = {"additive": CrossbarConfig(tile_rows=16, sigma=1.0),
+             "proportional": CrossbarConfig(tile_rows=16, sigma_p=0.3),
+             "offset": CrossbarConfig(tile_rows=16, tile_cols=5, sigma=1.0, mapping="offset"),
+             "adc_as_noise": CrossbarConfig(tile_rows=16, sigma=0.5, adc_bits=5)}
+  errs = _errors([c for c in configs.values() for _ in range(2)],
+                 [(t, 21 + 2 * i, "fast") if j == 0 else (t, 22 + 2 * i, "per_pulse")
+                  for i in range(len(configs)) for j in range(2)])
+  for i, (name, config) in enumerate(configs.items()):
+    a, b = errs[2 * i], errs[2 * i + 1]
+    for j in range(a.shape[1]):
+      assert stats.ks_2samp(a[:, j], b[:, j]).pvalue > 1e-3, name
+      assert abs(a[:, j].var() / b[:, j].var() - 1) < 6 * math.sqrt(2 / N), name
+      assert abs(a[:, j].mean() - b[:, j].mean()) < 5 * math.sqrt(a[:, j].var() * 2 / N), name
+    if config.mapping == "offset":  # shared reference-column noise correlates columns of one tile
+      assert np.corrcoef(a[:, 0], a[:, 1])[0, 1] > 0.3 and np.corrcoef(b[:, 0], b[:, 1])[0, 1] > 0.3
 
 
 def test_proportional_variance_counts_active_rows():
   config = CrossbarConfig(tile_rows=16, sigma_p=0.5)
-  x = _pm1(jax.random.key(12), (40,))
-  for t in (1, 4):
-    err = _errors(config, t, "per_pulse", jax.random.key(t), x_row=x)[:, 0]
+  x = _pm1(12, (40,))
+  for t, err in zip((1, 4), _errors(config, [(1, 1, "per_pulse"), (4, 4, "per_pulse")], x_row=x)):
     expected = 0.25 * float((x > 0).sum()) / t
-    assert abs(err.var() / expected - 1) < 4 * math.sqrt(2 / N)
+    assert abs(err[:, 0].var() / expected - 1) < 4 * math.sqrt(2 / N)
 
 
 def test_per_read_adc_quantises_each_read():
   config = CrossbarConfig(tile_rows=8, adc_bits=2, adc_mode="per_read", adc_range=4.0)
-  x = _pm1(jax.random.key(1), (3, 16))
-  w = _pm1(jax.random.key(2), (16, 5))
-  y = crossbar_matmul(x, w, pulses=1, read_key=jax.random.key(0), config=config)  # fast forces per_pulse
+  x = _pm1(1, (3, 16))
+  w = _pm1(2, (16, 5))
+  y = jax.jit(lambda xx, ww: crossbar_matmul(xx, ww, pulses=1, read_key=jax.random.key(0), config=config))(x, w)
+  # (the default fast mode is forced to per_pulse by the per-read ADC)
   d = 8.0 / 3
   ref = sum(np.clip(np.round((x[:, i:i + 8] @ w[i:i + 8]) / d) * d, -4, 4) for i in (0, 8))
   np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-6)
@@ -192,27 +249,34 @@ def test_per_read_adc_quantises_each_read():
 
 def test_static_noise_is_per_chip_and_independent_of_T():
   config = CrossbarConfig(g_var=0.1, p_stuck_on=0.02, p_stuck_off=0.02)
-  w = _pm1(jax.random.key(1), (60, 8))
-  x = _pm1(jax.random.key(2), (5, 60))
-  w_eff = program(w, jax.random.key(10), config)
+  w = _pm1(1, (60, 8))
+  x = _pm1(2, (5, 60))
+  cases = [(1, 0, "fast"), (1, 1, "fast"), (4, 2, "per_pulse"), (8, 3, "fast")]
+
+  @jax.jit
+  def run(xx, ww):
+    w_eff = program(ww, jax.random.key(10), config)
+    outs = [crossbar_matmul(xx, w_eff, pulses=t, read_key=jax.random.key(k), config=config, mode=m)
+            for t, k, m in cases]
+    other = crossbar_matmul(xx, program(ww, jax.random.key(11), config), pulses=1, read_key=jax.random.key(0),
+                            config=config)
+    return w_eff, outs, other, program(ww, jax.random.key(10), CrossbarConfig())
+
+  w_eff, outs, other, ideal = run(x, w)
   assert not np.array_equal(np.asarray(w_eff), w)
-  outs = [crossbar_matmul(x, w_eff, pulses=t, read_key=jax.random.key(k), config=config, mode=m)
-          for t, k, m in [(1, 0, "fast"), (1, 1, "fast"), (4, 2, "per_pulse"), (8, 3, "fast")]]
   for o in outs[1:]:
     np.testing.assert_allclose(np.asarray(o), np.asarray(outs[0]), rtol=1e-6, atol=1e-5)
-  other = crossbar_matmul(x, program(w, jax.random.key(11), config), pulses=1, read_key=jax.random.key(0),
-                          config=config)
   assert not np.allclose(np.asarray(other), np.asarray(outs[0]))
-  np.testing.assert_array_equal(np.asarray(program(w, jax.random.key(10), CrossbarConfig())), w)
+  np.testing.assert_array_equal(np.asarray(ideal), w)
 
 
 def test_conductance_formula_matches_numpy_reference():
   config = CrossbarConfig(g_var=0.05)
-  w = _pm1(jax.random.key(1), (4, 3))
+  w = _pm1(1, (4, 3))
   key = jax.random.key(5)
   w_eff = np.asarray(program(w, key, config))
   k_var = jax.random.split(key, 3)[0]
-  delta = 0.05 * np.asarray(jax.random.normal(k_var, (2, 4, 3)))
+  delta = 0.05 * np.asarray(jax.random.normal(k_var, (24,))).reshape(2, 4, 3)
   g_on, g_off = 1.0, 0.1
   gp = np.where(w > 0, g_on, g_off) * (1 + delta[0])
   gm = np.where(w > 0, g_off, g_on) * (1 + delta[1])
@@ -221,22 +285,37 @@ def test_conductance_formula_matches_numpy_reference():
 
 # ---------------------------------------------------------------------------------------------------- keys
 
-def test_same_key_same_output_and_layers_uncorrelated():
-  params = binary_mlp_init(jax.random.key(0), (64, 48, 48, 10))
-  folded = fold_binary_net(params, binary_net_bn_stats(params, np.asarray(jax.random.uniform(
-      jax.random.key(1), (64, 64))), binarize_input=0.5))
+@pytest.fixture(scope="module")
+def mlp():
+  """A small binary MLP with random BN affine (negative gamma included), its data and chunked BN statistics."""
+  rng = np.random.default_rng(1)
+  params = binary_mlp_init(jax.random.key(0), (100, 64, 32, 10))
+  for p in params.values():
+    if "gamma" in p:
+      p["gamma"] = jnp.asarray(rng.normal(size=p["gamma"].shape), jnp.float32)
+      p["beta"] = jnp.asarray(rng.normal(size=p["beta"].shape), jnp.float32)
+  x = rng.random((256, 100), np.float32)
+  bn = binary_net_bn_stats(params, x, batch_size=100, binarize_input=0.5)  # chunked: 100 + 100 + 56
+  return params, x, bn, fold_binary_net(params, bn)
+
+
+def test_same_key_same_output_and_layers_uncorrelated(mlp):
+  _, x_all, _, folded = mlp
+  x = x_all[:8]
   config = CrossbarConfig(tile_rows=32, sigma=2.0)
   w_effs = program_net(folded, jax.random.key(2), config)
-  x = jax.random.uniform(jax.random.key(3), (8, 64))
-  run = lambda k: folded_net_apply(folded, x, layer_fn=crossbar_layer_fn(w_effs, (1, 1), k, config))
-  np.testing.assert_array_equal(np.asarray(run(jax.random.key(4))), np.asarray(run(jax.random.key(4))))
-  assert not np.array_equal(np.asarray(run(jax.random.key(4))), np.asarray(run(jax.random.key(5))))
+  run = jax.jit(lambda f, we, k: folded_net_apply(f, x, layer_fn=crossbar_layer_fn(we, (1, 1), k, config)))
+  np.testing.assert_array_equal(np.asarray(run(folded, w_effs, jax.random.key(4))),
+                                np.asarray(run(folded, w_effs, jax.random.key(4))))
+  assert not np.array_equal(np.asarray(run(folded, w_effs, jax.random.key(4))),
+                            np.asarray(run(folded, w_effs, jax.random.key(5))))
   # the noise each layer adds (same input and weights for both layers) must be uncorrelated across layers
-  h = jnp.asarray(_pm1(jax.random.key(6), (2000, 48)))
-  w = jnp.asarray(_pm1(jax.random.key(7), (48, 48)))
-  lf = crossbar_layer_fn([w, w], (1, 1), jax.random.key(8), config)
-  ref = np.asarray(h @ w)
-  n0, n1 = [(np.asarray(lf(i, h, None)) - ref).ravel() for i in (0, 1)]
+  h = _pm1(6, (2000, 48))
+  w = _pm1(7, (48, 48))
+  both = jax.jit(lambda hh, ww: [crossbar_layer_fn([ww, ww], (1, 1), jax.random.key(8), config)(i, hh, None)
+                                 for i in (0, 1)])
+  ref = h.astype(np.float64) @ w
+  n0, n1 = [(np.asarray(y) - ref).ravel() for y in both(h, w)]
   assert abs(np.corrcoef(n0, n1)[0, 1]) < 0.02
   assert n0.std() > 1.0
 
@@ -261,38 +340,47 @@ class TestSTE(chex.TestCase):
 # ------------------------------------------------------------------------------------------------ BN folding
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_folded_net_equals_unfolded_without_noise(kind):
+def test_folded_net_equals_unfolded_without_noise(kind, mlp):
   key = jax.random.key(0)
   if kind == "mlp":
-    params = binary_mlp_init(key, (100, 64, 32, 10))
-    x = np.asarray(jax.random.uniform(jax.random.key(1), (256, 100)))
+    params, x, bn, folded = mlp
     binarize = 0.5
   else:
-    params = binary_cnn_init(key, (4, 4, 2), channels=(4, 8), dense=(8,))
-    x = np.asarray(jax.random.uniform(jax.random.key(1), (64, 4, 4, 2)))
+    rng = np.random.default_rng(2)
+    params = binary_cnn_init(key, (4, 4, 2), channels=(4,), dense=(8,))  # conv0, binary conv, binary dense
+    for p in params.values():  # random BN affine, including negative gamma (flipped thresholds)
+      if "gamma" in p:
+        p["gamma"] = jnp.asarray(rng.normal(size=p["gamma"].shape), jnp.float32)
+        p["beta"] = jnp.asarray(rng.normal(size=p["beta"].shape), jnp.float32)
+    x = rng.random((96, 4, 4, 2), np.float32)
     binarize = None
-  # random BN affine, including negative gamma (flipped thresholds)
-  for i, (name, p) in enumerate(sorted(params.items())):
-    if "gamma" in p:
-      p["gamma"] = jax.random.normal(jax.random.fold_in(key, i), p["gamma"].shape)
-      p["beta"] = jax.random.normal(jax.random.fold_in(key, 100 + i), p["beta"].shape)
-  bn = binary_net_bn_stats(params, x, batch_size=64 if kind == "cnn" else 128, binarize_input=binarize)
-  ref = binary_net_apply(params, x, bn_stats=bn, binarize_input=binarize)
-  folded = fold_binary_net(params, bn)
-  out = folded_net_apply(folded, x, binarize_input=binarize)
+    bn = binary_net_bn_stats(params, x, batch_size=64, binarize_input=binarize)  # chunked: 64 + 32
+    folded = fold_binary_net(params, bn)
+  config = CrossbarConfig(tile_rows=16)
+
+  @jax.jit
+  def run(params, folded, bn, xx):
+    ref = binary_net_apply(params, xx, bn_stats=bn, binarize_input=binarize)
+    out = folded_net_apply(folded, xx, binarize_input=binarize)
+    thr = folded_net_apply(folded, xx, binarize_input=binarize, threshold=True)
+    _, used = binary_net_apply(params, xx, bn_stats=None, binarize_input=binarize, return_stats=True)
+    xb = None
+    if kind == "mlp":  # crossbar at sigma = 0 gives the same
+      xb = folded_net_apply(folded, xx, binarize_input=binarize, layer_fn=crossbar_layer_fn(
+          program_net(folded, key, config), (2,) * 4, key, config, mode="per_pulse"))
+    return ref, out, thr, used, xb
+
+  ref, out, thr, used, xb = run(params, folded, bn, x)
   close = np.isclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4).all(-1)
   assert close.mean() > 0.97  # ties (pre-activation exactly at the threshold) may flip
-  thr = folded_net_apply(folded, x, binarize_input=binarize, threshold=True)
   assert np.isclose(np.asarray(thr), np.asarray(out), rtol=1e-4, atol=1e-4).all(-1).mean() > 0.97
-  if kind == "mlp":  # crossbar at sigma = 0 gives the same
-    config = CrossbarConfig(tile_rows=16)
-    xb = jax.jit(lambda f, xx: folded_net_apply(f, xx, binarize_input=binarize, layer_fn=crossbar_layer_fn(
-        program_net(f, key, config), (2,) * 4, key, config, mode="per_pulse")))(folded, x)
+  if xb is not None:
     np.testing.assert_allclose(np.asarray(xb), np.asarray(out), rtol=1e-5, atol=1e-5)
-  # population statistics equal the one-shot statistics over the whole set
-  _, used = binary_net_apply(params, x, bn_stats=None, binarize_input=binarize, return_stats=True)
-  name = "xb0"
-  np.testing.assert_allclose(np.asarray(bn[name]["mean"]), np.asarray(used[name]["mean"]), rtol=1e-4, atol=1e-4)
+  # chunked population statistics equal the one-shot batch statistics over the whole set, every layer
+  assert set(bn) == set(used)
+  for name in bn:
+    for m in ("mean", "var"):
+      np.testing.assert_allclose(np.asarray(bn[name][m]), np.asarray(used[name][m]), rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------- cost

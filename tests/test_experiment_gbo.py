@@ -16,9 +16,13 @@ def test_gbo_smoke(tmp_path):
   assert uni["mean"][0] > 0.5                     # noise-free accuracy well above chance
   assert uni["mean"][-1] < uni["mean"][0] - 0.2   # collapses at the most severe sigma
   assert len(uni["std"]) == len(uni["sigma"])
+  reads = [l["reads_per_pulse"] for l in summary["layers"]]
   for tb, alloc in summary["allocations"].items():
     budget = summary["search"][tb]["budget_E"]
-    reads = [l["reads_per_pulse"] for l in summary["layers"]]
-    assert sum(t * r for t, r in zip(alloc["gbo"], reads)) <= budget + 1e-9
-    assert sum(t * r for t, r in zip(alloc["closed_form"], reads)) <= budget + 1e-9
+    assert budget == int(tb) * sum(reads)
+    assert len(alloc["gbo"]) == len(alloc["closed_form"]) == len(summary["sigmas"])  # one allocation per sigma
+    for method in ("gbo", "closed_form", "gbo_search_result"):
+      for pulses in alloc[method]:
+        assert len(pulses) == len(reads) and min(pulses) >= 1
+        assert sum(t * r for t, r in zip(pulses, reads)) <= budget + 1e-9
   assert isinstance(summary["gbo_gain_at_severe_noise"]["best_points"], float)

@@ -7,7 +7,7 @@ forward pass and clipped to [-1, 1] after each optimizer update (`clip_latent`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -134,8 +134,8 @@ def batch_norm(y: Array, gamma: Array, beta: Array, mean: Array, var: Array, eps
   return gamma * (y - mean) * jax.lax.rsqrt(var + eps) + beta
 
 
-def fold_bn(gamma: Float[Array, "c"], beta: Float[Array, "c"], mean: Float[Array, "c"],
-            var: Float[Array, "c"], eps: float = 1e-5) -> tuple[Array, Array]:
+def fold_bn(gamma: Float[Array, " c"], beta: Float[Array, " c"], mean: Float[Array, " c"],
+            var: Float[Array, " c"], eps: float = 1e-5) -> tuple[Array, Array]:
   """Folds inference-mode BN into a digital affine k y + c applied after the ADC.
 
   Returns:

@@ -9,8 +9,9 @@ constants are user-set placeholders, not measurements of a specific chip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -9,7 +9,6 @@ c(s) = sum_t s_t^2 / L^2 (spec section 1, "Encodings").
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -108,7 +107,7 @@ def _partitions(n: int, k: int, max_part: int):
       yield (first,) + rest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mixed_table(bits: int) -> dict[int, tuple[int, ...]]:
   levels = 2**bits - 1
   table = {}

@@ -16,14 +16,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhw.crossbar._random import normal
 from jaxhw.crossbar.encoding import decompose, level_energy, make_encoding, noise_factor
 from jaxhw.crossbar.noise import CrossbarConfig, adc_quantize
 from jaxhw.crossbar.tiles import split_inputs, split_rows, tile_grid
 
-
-def _normal(key, shape):
-  """Standard normal draw, sampled flat then reshaped (XLA:CPU compiles rank>2 threefry draws slowly)."""
-  return jax.random.normal(key, (math.prod(shape),), jnp.float32).reshape(shape)
+_normal = normal  # flat draw; both threefry words used (see jaxhw.crossbar._random)
 
 
 def _check_pulses(pulses) -> None:

@@ -14,9 +14,10 @@ layer l adds noise of std `stds[l]` to its output (see `jaxhw.models.binary_net`
 
 from __future__ import annotations
 
-import math
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,13 +84,17 @@ class GBOResult(NamedTuple):
   """Outcome of a search.
 
   Attributes:
-    pulses: the repaired per-layer pulse counts (E <= B_E).
+    pulses: the final per-layer pulse counts (E <= B_E): the repaired search result, or, when a
+      `validate_fn` is given, whichever of the repaired search result and the uniform
+      allocation scores lower on it.
     raw_pulses: the discretised pulse counts before repair.
     logits: final alpha (L, K) for gumbel, or theta (L,) for continuous.
     sensitivity: S_l used by the repair (given, or the Stein estimate collected in search).
     energy: E(pulses).
     budget: B_E.
     history: per-step dicts (loss, task, lambda, tau, expected cost ratio).
+    search_pulses: the repaired search result (before any validation fallback).
+    validation: {"search": score, "uniform": score} from `validate_fn` (empty without one).
   """
 
   pulses: tuple[int, ...]
@@ -99,6 +104,8 @@ class GBOResult(NamedTuple):
   energy: float
   budget: float
   history: list
+  search_pulses: tuple[int, ...] = ()
+  validation: dict = {}
 
 
 def _check_common(reads, n_rows, mean_pulses, sigma):
@@ -289,15 +296,61 @@ def _batches(data, batch_size, epochs, seed):
       yield tuple(np.asarray(a)[sel] for a in data)
 
 
+@functools.lru_cache(maxsize=32)
+def _make_step(loss_fn: Callable, relaxation: str, budget_mode: str, lr: float, c_cont: Callable):
+  """One jitted search step per (loss_fn, static settings); every array and scalar is an argument, so
+  repeated searches (other sigma, budget or data) reuse the compilation."""
+  tx = optax.adam(lr)
+
+  def relax(theta, k_g, tau, std_table, sigma, n_rows, reads, cand, t_min):
+    if relaxation == "gumbel":
+      h, _ = gumbel_straight_through(theta, k_g, tau)
+      stds = jnp.sum(h * std_table, -1)
+      e_p = jnp.sum(jax.nn.softmax(theta, -1) @ cand * reads)       # expected cost of the sample
+    else:
+      t = t_min + jax.nn.softplus(theta)
+      stds = sigma * jnp.sqrt(n_rows * c_cont(round_ste(t)))
+      e_p = jnp.sum(t * reads)
+    return stds, e_p
+
+  @jax.jit
+  def step(theta, opt_state, lam, batch, k, tau, std_table, sigma, n_rows, reads, cand, t_min, budget_e, dual_lr,
+           model):
+    k_g, k_n = jax.random.split(k)
+    (stds, e_p), vjp_fn = jax.vjp(lambda th: relax(th, k_g, tau, std_table, sigma, n_rows, reads, cand, t_min),
+                                  theta)
+    args = () if model is None else (model,)
+    task, g_std = jax.value_and_grad(loss_fn)(stds, batch, k_n, *args)
+    ratio = e_p / budget_e - 1.0
+    g_theta_task, = vjp_fn((g_std, jnp.zeros_like(e_p)))
+    g_theta_cost, = vjp_fn((jnp.zeros_like(stds), jnp.ones_like(e_p)))
+    grad = g_theta_task + lam / budget_e * g_theta_cost
+    updates, opt_state = tx.update(grad, opt_state, theta)
+    theta = optax.apply_updates(theta, updates)
+    if budget_mode == "hard":
+      lam = jnp.maximum(0.0, lam + dual_lr * ratio)
+    stein = g_std / jnp.maximum(stds, 1e-12)
+    return theta, opt_state, lam, task, ratio, stein
+
+  return tx, step
+
+
+def _inverse(t):
+  return 1.0 / t
+
+
 def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Sequence[int], mean_pulses: float,
         sigma: float, key: PRNGKeyArray, config: GBOConfig = GBOConfig(), c_table=None,
-        c_continuous: Callable | None = None, sensitivity: Sequence[float] | None = None) -> GBOResult:
+        c_continuous: Callable | None = None, sensitivity: Sequence[float] | None = None,
+        validate_fn: Callable[[tuple[int, ...]], float] | None = None, model=None) -> GBOResult:
   """Searches per-layer pulse counts by gradient descent under the average pulse budget.
 
   Args:
     loss_fn: `loss_fn(stds, batch, key) -> scalar` task loss (mean cross-entropy) when binary
       layer l adds Gaussian noise of std stds[l] (a traced (L,) vector) to its output; the
-      weights and BN are frozen inside it (inference mode).
+      weights and BN are frozen inside it (inference mode). Keep the same function object
+      across calls: the compiled search step is cached on it. With `model` given it is called
+      as `loss_fn(stds, batch, key, model)`.
     data: tuple of arrays (e.g. (x, y)) the search batches are drawn from.
     reads: R_l = n_r n_c P_l array reads per pulse (cost).
     n_rows: n_r,l row tiles (noise).
@@ -309,6 +362,11 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
     c_continuous: c(T) for relaxation B; default 1/T.
     sensitivity: S_l for the repair; default the Stein estimate n_r E[dL/dstd / std]
       accumulated during the search.
+    validate_fn: optional held-out score, lower is better (e.g. the error rate on a validation
+      split read with noise at `sigma`, fixed draws). The repaired search result is kept unless
+      the uniform allocation T_bar (when it is an integer candidate) scores strictly lower.
+    model: optional pytree (e.g. the frozen network) passed to `loss_fn` as a jit argument
+      rather than baked into the compiled step as constants.
 
   Returns:
     GBOResult (pulses satisfy E <= B_E).
@@ -323,9 +381,6 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
   budget_e = float(mean_pulses * reads_np.sum())
   sigma = float(sigma)
   std_table = jnp.asarray(sigma * np.sqrt(n_rows_np[:, None] * c_np), jnp.float32)     # (L, K)
-  reads_j = jnp.asarray(reads_np, jnp.float32)
-  cand_j = jnp.asarray(cand, jnp.float32)
-  c_cont = c_continuous or (lambda t: 1.0 / t)
   t_min = float(cand[0])
   n_steps = config.epochs * (len(data[0]) // config.batch_size)
   if n_steps < 1:
@@ -337,42 +392,18 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
     x0 = max(float(mean_pulses) - t_min, 1e-3)
     logits = jnp.full((num_layers,), float(np.log(np.expm1(x0))), jnp.float32)
 
-  def relax(theta, k_g, tau):
-    if config.relaxation == "gumbel":
-      h, _ = gumbel_straight_through(theta, k_g, tau)
-      stds = jnp.sum(h * std_table, -1)
-      e_p = jnp.sum(jax.nn.softmax(theta, -1) @ cand_j * reads_j)   # expected cost of the sample
-    else:
-      t = t_min + jax.nn.softplus(theta)
-      stds = sigma * jnp.sqrt(jnp.asarray(n_rows_np, jnp.float32) * c_cont(round_ste(t)))
-      e_p = jnp.sum(t * reads_j)
-    return stds, e_p
-
-  tx = optax.adam(config.lr)
-
-  @jax.jit
-  def step(theta, opt_state, lam, batch, k, tau):
-    k_g, k_n = jax.random.split(k)
-    (stds, e_p), vjp_fn = jax.vjp(lambda th: relax(th, k_g, tau), theta)
-    task, g_std = jax.value_and_grad(loss_fn)(stds, batch, k_n)
-    ratio = e_p / budget_e - 1.0
-    g_theta_task, = vjp_fn((g_std, jnp.zeros_like(e_p)))
-    g_theta_cost, = vjp_fn((jnp.zeros_like(stds), jnp.ones_like(e_p)))
-    grad = g_theta_task + lam / budget_e * g_theta_cost
-    updates, opt_state = tx.update(grad, opt_state, theta)
-    theta = optax.apply_updates(theta, updates)
-    if config.budget_mode == "hard":
-      lam = jnp.maximum(0.0, lam + config.dual_lr * ratio)
-    stein = g_std / jnp.maximum(stds, 1e-12)
-    return theta, opt_state, lam, task, ratio, stein
-
+  tx, step = _make_step(loss_fn, config.relaxation, config.budget_mode, float(config.lr),
+                        c_continuous or _inverse)
+  consts = (std_table, jnp.float32(sigma), jnp.asarray(n_rows_np, jnp.float32), jnp.asarray(reads_np, jnp.float32),
+            jnp.asarray(cand, jnp.float32), jnp.float32(t_min), jnp.float32(budget_e), jnp.float32(config.dual_lr),
+            model)
   opt_state = tx.init(logits)
   lam = jnp.asarray(config.lam_init if config.budget_mode == "hard" else config.soft_lambda, jnp.float32)
   history, stein_acc = [], np.zeros(num_layers)
   for i, batch in enumerate(_batches(data, config.batch_size, config.epochs, config.seed)):
     tau = config.tau_start * (config.tau_end / config.tau_start) ** (i / max(n_steps - 1, 1))
     k = jax.random.fold_in(key, i)
-    logits, opt_state, lam, task, ratio, stein = step(logits, opt_state, lam, batch, k, jnp.float32(tau))
+    logits, opt_state, lam, task, ratio, stein = step(logits, opt_state, lam, batch, k, jnp.float32(tau), *consts)
     stein_acc += np.asarray(stein)
     history.append({"step": i, "task_loss": float(task), "lambda": float(lam), "tau": tau,
                     "cost_ratio": float(ratio) + 1.0})
@@ -383,6 +414,12 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
     raw = tuple(int(config.candidates[j]) for j in np.argmax(logits_np, -1))
   else:
     raw = _nearest_log2(t_min + np.logaddexp(0.0, logits_np), config.candidates)
-  pulses = repair(raw, s, reads_np, budget_e, config.candidates, c_np)
+  searched = repair(raw, s, reads_np, budget_e, config.candidates, c_np)
+  pulses, scores = searched, {}
+  uniform = (int(mean_pulses),) * num_layers
+  if validate_fn is not None and float(mean_pulses) == int(mean_pulses) and int(mean_pulses) in config.candidates:
+    scores = {"search": float(validate_fn(searched)), "uniform": float(validate_fn(uniform))}
+    if scores["uniform"] < scores["search"]:
+      pulses = uniform
   energy = float(np.sum(np.asarray(pulses) * reads_np))
-  return GBOResult(pulses, raw, logits_np, s, energy, budget_e, history)
+  return GBOResult(pulses, raw, logits_np, s, energy, budget_e, history, searched, scores)

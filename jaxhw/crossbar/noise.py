@@ -10,13 +10,14 @@ chip, so more pulses cannot average it out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhw.crossbar._random import normal, uniform
 from jaxhw.crossbar.encoding import ENCODINGS
 from jaxhw.crossbar.tiles import check_tile_size
 
@@ -187,9 +188,9 @@ def program(w: Float[Array, "n m"], chip_key: PRNGKeyArray, config: CrossbarConf
   else:
     g = jnp.where(pos, g_on, g_off)[None]
   if config.g_var:
-    g = g * (1.0 + config.g_var * jax.random.normal(k_var, g.shape))
+    g = g * (1.0 + config.g_var * normal(k_var, g.shape))
   if config.p_stuck_on or config.p_stuck_off:
-    r = jax.random.uniform(k_stuck, g.shape)
+    r = uniform(k_stuck, g.shape)
     g = jnp.where(r < config.p_stuck_on, g_on, g)
     g = jnp.where((r >= config.p_stuck_on) & (r < config.p_stuck_on + config.p_stuck_off), g_off, g)
   if n_dev == 2:

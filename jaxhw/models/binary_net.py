@@ -14,13 +14,16 @@ the net into inference form: binary weights plus per-channel thresholds (spec se
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxhw.crossbar._random import normal as _normal
+from jaxhw.crossbar._random import uniform
 from jaxhw.crossbar.binary import batch_norm, bn_sign_threshold, fold_bn, ste_sign
 
 Params = dict[str, dict[str, Array]]
@@ -29,6 +32,10 @@ LayerFn = Callable[[int, Array, Array], Array]
 
 def _xb_names(params) -> list[str]:
   return sorted((k for k in params if k.startswith("xb")), key=lambda k: int(k[2:]))
+
+
+def _uniform(key, shape):
+  return uniform(key, shape, -1.0, 1.0)  # flat draw: rank >= 3 threefry draws compile slowly on XLA:CPU
 
 
 def _bn_init(c):
@@ -52,12 +59,20 @@ def binary_mlp_init(key: PRNGKeyArray, sizes: Sequence[int] = (784, 512, 256, 12
   """
   if len(sizes) < 3 or any(s < 1 for s in sizes):
     raise ValueError(f"sizes must list input, >= 1 hidden and output widths, got {tuple(sizes)}")
-  keys = jax.random.split(key, len(sizes) - 1)
-  params = {}
-  for i, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1])):
-    params[f"xb{i}"] = {"w": jax.random.uniform(keys[i], (a, b), jnp.float32, -1.0, 1.0), **_bn_init(b)}
+  return _mlp_init(key, tuple(int(s) for s in sizes), bool(last_layer_binary))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _mlp_init(key, sizes, last_layer_binary):
+  k_w, k_head = jax.random.split(key)
+  pairs = list(zip(sizes[:-2], sizes[1:-1]))
+  flat = _uniform(k_w, (sum(a * b for a, b in pairs),))  # one draw for every latent weight (one RNG kernel)
+  params, start = {}, 0
+  for i, (a, b) in enumerate(pairs):
+    params[f"xb{i}"] = {"w": flat[start:start + a * b].reshape(a, b), **_bn_init(b)}
+    start += a * b
   a, b = sizes[-2:]
-  params["head"] = {"w": jax.random.normal(keys[-1], (a, b)) / np.sqrt(a), "b": jnp.zeros((b,))}
+  params["head"] = {"w": _normal(k_head, (a, b)) / np.sqrt(a), "b": jnp.zeros((b,))}
   if last_layer_binary:
     params["head"]["binary"] = jnp.ones(())
   return params
@@ -84,6 +99,12 @@ def binary_cnn_init(key: PRNGKeyArray, in_shape: Sequence[int] = (32, 32, 3),
   Returns:
     {"conv0"?, "xb0", ..., "head"}.
   """
+  return _cnn_init(key, tuple(int(s) for s in in_shape), tuple(int(s) for s in channels),
+                   tuple(int(s) for s in dense), int(num_classes), bool(first_layer_on_crossbar))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _cnn_init(key, in_shape, channels, dense, num_classes, first_layer_on_crossbar):
   h, w, c = in_shape
   convs = []
   cin = c
@@ -101,16 +122,16 @@ def binary_cnn_init(key: PRNGKeyArray, in_shape: Sequence[int] = (32, 32, 3),
   for kind, a, b in convs:
     k = keys.pop(0)
     if kind == "conv0":
-      params["conv0"] = {"w": jax.random.normal(k, (3, 3, a, b)) / np.sqrt(9 * a), **_bn_init(b)}
+      params["conv0"] = {"w": _normal(k, (3, 3, a, b)) / np.sqrt(9 * a), **_bn_init(b)}
     else:
-      params[f"xb{xb}"] = {"w": jax.random.uniform(k, (3, 3, a, b), jnp.float32, -1.0, 1.0), **_bn_init(b)}
+      params[f"xb{xb}"] = {"w": _uniform(k, (3, 3, a, b)), **_bn_init(b)}
       xb += 1
   flat = (h // 2 ** len(channels)) * (w // 2 ** len(channels)) * cin
   for d in dense:
-    params[f"xb{xb}"] = {"w": jax.random.uniform(keys.pop(0), (flat, d), jnp.float32, -1.0, 1.0), **_bn_init(d)}
+    params[f"xb{xb}"] = {"w": _uniform(keys.pop(0), (flat, d)), **_bn_init(d)}
     xb += 1
     flat = d
-  params["head"] = {"w": jax.random.normal(keys.pop(0), (flat, num_classes)) / np.sqrt(flat),
+  params["head"] = {"w": _normal(keys.pop(0), (flat, num_classes)) / np.sqrt(flat),
                     "b": jnp.zeros((num_classes,))}
   return params
 
@@ -201,6 +222,11 @@ def binary_net_bn_stats(params: Params, x: np.ndarray, *, batch_size: int = 1000
                         binarize_input: float | None = 0.5) -> dict:
   """Population BN statistics over a data set, layer by layer (exact, chunked).
 
+  Layer l's statistics are taken with every earlier layer normalised by its population
+  statistics. One compiled pass returns the moments of every layer; pass l fixes layer l, so
+  L passes over the data share one compilation. When the data fit in one chunk a single pass
+  with batch statistics is exact.
+
   Args:
     params: the net.
     x: the data (e.g. the training images).
@@ -210,46 +236,49 @@ def binary_net_bn_stats(params: Params, x: np.ndarray, *, batch_size: int = 1000
   Returns:
     {"xb0": {"mean", "var"}, ...} (and "conv0").
   """
+  if len(x) <= batch_size:
+    _, used = _batch_stats(params, jnp.asarray(x), binarize_input=binarize_input)
+    return used
   names = (["conv0"] if "conv0" in params else []) + _xb_names(params)
-  stats: dict = {}
-  fn = jax.jit(_partial_stats, static_argnames=("target", "binarize_input"))
+  stats = _unit_stats(params)
   for name in names:
     s1 = s2 = 0.0
     n = 0
     for i in range(0, len(x), batch_size):
       xb = jnp.asarray(x[i:i + batch_size])
-      m1, m2 = fn(params, xb, stats, target=name, binarize_input=binarize_input)
-      s1 = s1 + m1 * xb.shape[0]
-      s2 = s2 + m2 * xb.shape[0]
+      m1, m2 = _moments(params, xb, stats, binarize_input=binarize_input)
+      s1 = s1 + m1[name] * xb.shape[0]
+      s2 = s2 + m2[name] * xb.shape[0]
       n += xb.shape[0]
     mean = s1 / n
     stats[name] = {"mean": mean, "var": jnp.maximum(s2 / n - mean**2, 0.0)}
   return stats
 
 
-def _partial_stats(params, xb, known, *, target, binarize_input):
-  """(E[y], E[y^2]) per channel of layer `target`'s pre-activation, earlier layers on `known` stats."""
-  names = (["conv0"] if "conv0" in params else []) + _xb_names(params)
-  stats = dict(known)
-  for name in names:
-    if name not in stats:
-      c = params[name]["gamma"].shape[0]
-      stats[name] = {"mean": jnp.zeros((c,)), "var": jnp.ones((c,))}
-  captured = {}
+@functools.partial(jax.jit, static_argnames=("binarize_input",))
+def _batch_stats(params, x, *, binarize_input):
+  return binary_net_apply(params, x, bn_stats=None, binarize_input=binarize_input, return_stats=True)
+
+
+@functools.partial(jax.jit, static_argnames=("binarize_input",))
+def _moments(params, xb, stats, *, binarize_input):
+  """(E[y], E[y^2]) per channel of every layer's pre-activation, normalised with `stats`."""
+  m1, m2 = {}, {}
+  names = _xb_names(params)
+
+  def keep(name, y):
+    axes = tuple(range(y.ndim - 1))
+    m1[name], m2[name] = jnp.mean(y, axes), jnp.mean(y * y, axes)
 
   def layer_fn(i, h, w):
     y = _matmul(h, w)
-    if _xb_names(params)[i] == target:
-      captured["y"] = y
+    keep(names[i], y)
     return y
 
-  if target == "conv0":
-    y = _matmul(xb, params["conv0"]["w"])
-  else:
-    binary_net_apply(params, xb, bn_stats=stats, layer_fn=layer_fn, binarize_input=binarize_input)
-    y = captured["y"]
-  axes = tuple(range(y.ndim - 1))
-  return jnp.mean(y, axes), jnp.mean(y * y, axes)
+  if "conv0" in params:
+    keep("conv0", _matmul(xb, params["conv0"]["w"]))
+  binary_net_apply(params, xb, bn_stats=stats, layer_fn=layer_fn, binarize_input=binarize_input)
+  return m1, m2
 
 
 def fold_binary_net(params: Params, bn_stats: dict) -> dict:
@@ -262,6 +291,11 @@ def fold_binary_net(params: Params, bn_stats: dict) -> dict:
   References:
     GBO spec, section 4 ("Inference").
   """
+  return _fold(params, bn_stats)
+
+
+@jax.jit
+def _fold(params, bn_stats):
   out = {}
   if "conv0" in params:
     p = params["conv0"]
@@ -389,7 +423,7 @@ def noise_layer_fn(stds, key: PRNGKeyArray, offsets: Sequence[Array] | None = No
 
   def layer_fn(i, h, w):
     y = _matmul(h, w)
-    xi = jax.random.normal(jax.random.fold_in(key, i), (int(np.prod(y.shape)),), jnp.float32).reshape(y.shape)
+    xi = _normal(jax.random.fold_in(key, i), y.shape)
     y = y + stds[i] * xi
     return y if offsets is None else y + offsets[i]
 
@@ -400,15 +434,17 @@ def gbo_objectives(folded: dict, *, binarize_input: float | None = 0.5):
   """The model side of GBO for a folded (frozen, inference-mode) net.
 
   Returns:
-    (loss_fn, grad_fn): `loss_fn(stds, (x, y), key)` mean cross-entropy with per-layer noise
-    stds; `grad_fn(stds, (x, y), key)` per-sample gradients dl_i/dy_hat_l for every binary
-    layer (for `fisher_sensitivity`).
+    (loss_fn, grad_fn): `loss_fn(stds, (x, y), key, net=folded)` mean cross-entropy with
+    per-layer noise stds (pass the net as `model=` to `gbo` so that it is a jit argument, not a
+    constant); `grad_fn(stds, (x, y), key)` per-sample gradients dl_i/dy_hat_l for every
+    binary layer (for `fisher_sensitivity`).
   """
   import optax
 
-  def loss_fn(stds, batch, key):
+  def loss_fn(stds, batch, key, net=None):
     x, y = batch
-    logits = folded_net_apply(folded, x, layer_fn=noise_layer_fn(stds, key), binarize_input=binarize_input)
+    net = folded if net is None else net
+    logits = folded_net_apply(net, x, layer_fn=noise_layer_fn(stds, key), binarize_input=binarize_input)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
   def _shapes(x):
