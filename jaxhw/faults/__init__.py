@@ -42,6 +42,7 @@ from jaxhw.faults.metrics import (
                                  rad_histogram,
                                  relative_accuracy_drop,
                                  stratified_total,
+                                 stratified_unit_total,
                                  wilson_interval,
 )
 from jaxhw.faults.sweep import (
@@ -60,7 +61,8 @@ __all__ = [
     "QuantizedTensor", "layout_of", "resolve_bits", "to_bits", "from_bits", "bit_mask", "quantize_int8",
     "dequantize_int8", "ParamTransform", "RandomBitFlipsState", "flip_array", "flip_bit", "flip_bits",
     "random_bit_flips", "HIST_LABELS", "relative_accuracy_drop", "catastrophic_bits", "erratic_params",
-    "rad_histogram", "counts_per_bit", "wilson_interval", "stratified_total", "Flips", "SweepResult",
+    "rad_histogram", "counts_per_bit", "wilson_interval", "stratified_total",
+    "stratified_unit_total", "Flips", "SweepResult",
     "SampledSweep", "all_flips", "sample_flips", "single_bit_sweep", "sampled_sweep", "mlp_layers",
     "AttackResult", "quantize_params", "dequantize_params", "bit_flip_attack", "random_int8_flips",
     "flips_to_accuracy",

@@ -7,6 +7,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -56,20 +57,30 @@ def quantize_params(params, *, leaves: Sequence[str] | None = None, per_channel:
   else:
     ids = [j for j, u in enumerate(_tree.select_leaves(params, leaves)) if u]
   flat = jax.tree.leaves(params)
-  q, s = {}, {}
-  for j in ids:
-    qt = quantize_int8(flat[j], per_channel=per_channel)
-    q[j], s[j] = qt.q, qt.scale
-  return q, s
+  for j in ids:  # validate outside jit (ValueError for non-float leaves)
+    if not jnp.issubdtype(jnp.asarray(flat[j]).dtype, jnp.floating):
+      quantize_int8(flat[j])
+  qts = _quantize_all([flat[j] for j in ids], per_channel=per_channel)
+  return {j: qt.q for j, qt in zip(ids, qts)}, {j: qt.scale for j, qt in zip(ids, qts)}
+
+
+@functools.partial(jax.jit, static_argnames=("per_channel",))
+def _quantize_all(ws, *, per_channel):
+  return [quantize_int8(w, per_channel=per_channel) for w in ws]
+
+
+@jax.jit
+def _dequantize_all(params, qs: dict, scales: dict):
+  flat, treedef = jax.tree.flatten(params)
+  flat = list(flat)
+  for j in qs:
+    flat[int(j)] = dequantize_int8(qs[j], scales[j]).astype(flat[int(j)].dtype)
+  return jax.tree.unflatten(treedef, flat)
 
 
 def dequantize_params(params, q: dict, scales: dict):
-  """`params` with each quantized leaf replaced by `q * scale`."""
-  flat, treedef = jax.tree.flatten(params)
-  flat = list(flat)
-  for j in q:
-    flat[j] = dequantize_int8(q[j], scales[j]).astype(flat[j].dtype)
-  return jax.tree.unflatten(treedef, flat)
+  """`params` with each quantized leaf replaced by `q * scale` (one jitted call)."""
+  return _dequantize_all(params, {str(j): v for j, v in q.items()}, {str(j): v for j, v in scales.items()})
 
 
 _BIT_WEIGHT = jnp.asarray([1, 2, 4, 8, 16, 32, 64, -128], jnp.float32)

@@ -19,6 +19,8 @@ from jaxhw.faults.bits import ALL_BITS, bit_mask, from_bits, layout_of, resolve_
 
 __all__ = ["flip_bit", "flip_bits", "flip_array", "random_bit_flips", "RandomBitFlipsState", "ParamTransform"]
 
+_MAX_DRAWS = 1 << 24  # Bernoulli draws materialized at once
+
 PyTree = object
 
 
@@ -150,23 +152,42 @@ def random_bit_flips(ber: float, *, bits=ALL_BITS, leaves: Sequence[str] | None 
     sel = _tree.select_leaves(params, leaves)
     flat, treedef = jax.tree.flatten(params)
     paths = [p for p, _ in _tree.leaf_paths(params)]
-    out, count = [], jnp.zeros((), jnp.int32)
+    # Segments (leaf, bit positions), packed into batches of at most 2^24 Bernoulli draws; one draw per batch
+    # (a single threefry call for small models, which keeps the jit compile short).
+    segs, masks = [], {}
     for j, (x, use) in enumerate(zip(flat, sel)):
       if not use:
-        out.append(x)
         continue
       lay = layout_of(x, argname=f"params leaf {_tree.path_str(paths[j])}")
       pos = resolve_bits(bits, x.dtype)
-      m = jnp.zeros(jnp.shape(x), lay.uint)
-      # Bits in groups, so that at most ~2^24 Bernoulli draws are materialized at once.
-      group = max(1, min(len(pos), (1 << 24) // max(1, int(np.size(x)))))
-      for g in range(0, len(pos), group):
-        key, sub = jax.random.split(key)
-        bpos = jnp.asarray(pos[g:g + group], lay.uint)
-        hit = jax.random.bernoulli(sub, ber, (*jnp.shape(x), len(bpos)))
-        m = m | jnp.sum(hit.astype(lay.uint) << bpos, axis=-1, dtype=lay.uint)
-        count = count + jnp.sum(hit, dtype=jnp.int32)
-      out.append(from_bits(jnp.bitwise_xor(to_bits(x), m), x.dtype))
+      masks[j] = jnp.zeros(jnp.shape(x), lay.uint)
+      group = max(1, min(len(pos), _MAX_DRAWS // max(1, int(np.size(x)))))
+      segs += [(j, pos[g:g + group]) for g in range(0, len(pos), group)]
+    batches, cur, size = [], [], 0
+    for j, bpos in segs:
+      n = int(np.size(flat[j])) * len(bpos)
+      if cur and size + n > _MAX_DRAWS:
+        batches.append(cur)
+        cur, size = [], 0
+      cur.append((j, bpos))
+      size += n
+    if cur:
+      batches.append(cur)
+    count = jnp.zeros((), jnp.int32)
+    for batch in batches:
+      key, sub = jax.random.split(key)
+      sizes = [int(np.size(flat[j])) * len(bpos) for j, bpos in batch]
+      hits = jax.random.bernoulli(sub, ber, (sum(sizes),))
+      count = count + jnp.sum(hits, dtype=jnp.int32)
+      off = 0
+      for (j, bpos), n in zip(batch, sizes):
+        x = flat[j]
+        uint = masks[j].dtype
+        hit = hits[off:off + n].reshape(*jnp.shape(x), len(bpos)).astype(uint)
+        masks[j] = masks[j] | jnp.sum(hit << jnp.asarray(bpos, uint), axis=-1, dtype=uint)
+        off += n
+    out = [from_bits(jnp.bitwise_xor(to_bits(x), masks[j]), x.dtype) if j in masks else x
+           for j, x in enumerate(flat)]
     new = jax.tree.unflatten(treedef, out)
     return new, RandomBitFlipsState(count, state.total + count)
 

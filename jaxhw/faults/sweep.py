@@ -1,19 +1,24 @@
 """Vectorized single-bit-flip sweeps: exhaustive or stratified-sampled, with structure-aware fast paths.
 
-Three evaluators compute the accuracy and loss after each flip, `vmap`ped over fixed-size chunks of flips (the
-tail padded with no-op flips, so each leaf compiles once):
+Three evaluators compute the accuracy (and loss) after each flip. Flips are grouped per compiled driver; a driver
+call takes a fixed-shape block of chunks (`_CALL_CHUNKS` x K flips), loops over its chunks on the device
+(`lax.fori_loop`, `vmap` over the K flips of a chunk) and leaves the results on the device until the whole sweep is
+fetched once, so there is no host round trip per chunk and one compilation serves sweeps of any size:
 
 * `"full"`: any `apply_fn`; the flip is applied inside the mapped function (memory: chunk x |leaf|).
 * `"layers"`: a model given as a list of layers; a flip in layer l leaves the activations before l unchanged, so
   they are computed once (prefix caching) and only layers l.. are re-run.
-* `"mlp"`: dense MLPs `{"dense0": {"w", "b"}, ...}`; a flip of W_l[i, j] changes one pre-activation column by
-  `delta * a_l[:, i]` (rank one), so the next layer's pre-activation is updated in O(N x C) instead of a forward.
+* `"mlp"`: dense MLPs `{"dense0": {"w", "b"}, ...}` (the bias is one more row of W fed by a constant 1): a flip of
+  W_l[i, j] changes one pre-activation column by `delta * a_l[:, i]` (rank one), so the next layer's
+  pre-activation is updated in O(N x C) instead of a forward pass. Without the loss, flips in the last two layers
+  move the logits along a fixed direction (W_out[j] or a unit vector), so whether example n stays correct is a
+  comparison of one scalar with a precomputed interval: O(N) per flip (`_mlp_interval_chunks`); flips giving
+  Inf/NaN or a huge step take the exact path.
 
 References:
   HAT spec (shared/specs/hat_bitflip.md), section 2 "Modes" 3-4, section 4 "Quick" (rank-one suffix update,
   chunking, screening) and "Sampling and CIs".
 """
-
 from __future__ import annotations
 
 import functools
@@ -34,7 +39,7 @@ from jaxhw.faults.metrics import (
   counts_per_bit,
   rad_histogram,
   relative_accuracy_drop,
-  stratified_total,
+  stratified_unit_total,
   wilson_interval,
 )
 
@@ -154,8 +159,25 @@ def sample_flips(params, num_params: int, *, seed: int = 0, leaves: Sequence[str
   return _concat(out), strata
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluators: for a static leaf id, a jitted function (index[K], bit[K]) -> (correct[K], loss[K], nonfinite[K]).
+# --------------------------------------------------------------------------------------------------------------
+# Evaluators. Per leaf, a jitted driver (consts..., idx[cap, K], bit[cap, K], n) -> (correct, loss, nonfinite),
+# each [cap, K], that evaluates the first n chunks of K flips inside ONE call (lax.fori_loop over chunks, vmap over
+# the flips of a chunk): no host round trip per chunk, results stay on the device until the sweep ends. `cap` is a
+# power of two, so sweeps of similar size share one compilation.
+
+_OUT_DTYPES = (jnp.int32, jnp.float32, jnp.bool_)
+
+
+def _loop_chunks(one: Callable, idx, bit, n):
+  """Runs `vmap(one)` over the chunks idx[c], bit[c] for c < n (dynamic), writing into [cap, K] buffers."""
+  cap, k = idx.shape
+
+  def body(c, out):
+    r = jax.vmap(one)(idx[c], bit[c])
+    return tuple(o.at[c].set(v.astype(o.dtype)) for o, v in zip(out, r))
+
+  init = tuple(jnp.zeros((cap, k), dt) for dt in _OUT_DTYPES)
+  return jax.lax.fori_loop(0, n, body, init)
 
 
 def _metrics(logits: Float[Array, "n c"], y: Int[Array, " n"], with_loss: bool = True):
@@ -169,8 +191,14 @@ def _metrics(logits: Float[Array, "n c"], y: Int[Array, " n"], with_loss: bool =
   return correct, loss
 
 
+def _flipped_scalar(leaf, idx, bit):
+  old = leaf.reshape(-1)[idx]
+  new = flip_array(old[None], 0, bit)[0]
+  return old, new, ~jnp.isfinite(new.astype(jnp.float32))
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "leaf_id", "with_loss"))
-def _full_chunk(params, x, y, idx, bit, *, apply_fn, leaf_id, with_loss):
+def _full_chunks(params, x, y, idx, bit, n, *, apply_fn, leaf_id, with_loss):
   leaves, treedef = jax.tree.flatten(params)
 
   def one(idx, bit):
@@ -178,18 +206,14 @@ def _full_chunk(params, x, y, idx, bit, *, apply_fn, leaf_id, with_loss):
     nonfinite = ~jnp.isfinite(new.reshape(-1)[idx].astype(jnp.float32))
     ps = list(leaves)
     ps[leaf_id] = new
-    c, l = _metrics(apply_fn(jax.tree.unflatten(treedef, ps), x), y, with_loss)
-    return c, l, nonfinite
+    c, loss = _metrics(apply_fn(jax.tree.unflatten(treedef, ps), x), y, with_loss)
+    return c, loss, nonfinite
 
-  return jax.vmap(one)(idx, bit)
-
-
-def _full_leaf_fn(apply_fn, params, x, y, leaf_id, with_loss=True):
-  return functools.partial(_full_chunk, params, x, y, apply_fn=apply_fn, leaf_id=leaf_id, with_loss=with_loss)
+  return _loop_chunks(one, idx, bit, n)
 
 
 @functools.partial(jax.jit, static_argnames=("layers", "l", "k", "with_loss"))
-def _layers_chunk(params, h_in, y, idx, bit, *, layers, l, k, with_loss):
+def _layers_chunks(params, h_in, y, idx, bit, n, *, layers, l, k, with_loss):
   top = layers[l][0]
   sub_leaves, sub_def = jax.tree.flatten(params[top])
 
@@ -204,22 +228,7 @@ def _layers_chunk(params, h_in, y, idx, bit, *, layers, l, k, with_loss):
     c, loss = _metrics(hh, y, with_loss)
     return c, loss, nonfinite
 
-  return jax.vmap(one)(idx, bit)
-
-
-def _layers_leaf_fn(layers: Sequence[Layer], params, x, y, leaf_id, with_loss=True):
-  layers = tuple((n, f) for n, f in layers)
-  paths = [p for p, _ in _tree.leaf_paths(params)]
-  top = paths[leaf_id][0]
-  names = [n for n, _ in layers]
-  if top not in names:
-    raise ValueError(f"leaf {_tree.path_str(paths[leaf_id])} belongs to no layer; allowed layer names: {names}")
-  l = names.index(top)
-  h = x
-  for name, fn in layers[:l]:  # prefix, computed once (cached)
-    h = fn(params[name] if name is not None else None, h)
-  k = [q for q in paths if q[0] == top].index(paths[leaf_id])
-  return functools.partial(_layers_chunk, params, h, y, layers=layers, l=l, k=k, with_loss=with_loss)
+  return _loop_chunks(one, idx, bit, n)
 
 
 def mlp_layers(num_layers: int, activation: Callable = jax.nn.relu) -> list[Layer]:
@@ -244,61 +253,148 @@ def _mlp_cache(params, x, activation):
   return a, z
 
 
-@functools.partial(jax.jit, static_argnames=("top", "kind", "activation", "with_loss"))
-def _mlp_chunk(params, a, z, y, idx, bit, *, top, kind, activation, with_loss):
-  """Rank-one suffix update for a chunk of flips in leaf params[top][kind] (compiled once per leaf shape)."""
+# structure="mlp" treats the bias of layer l as one more row of its weight matrix, W_ext = [W; b], fed by an input
+# row of ones, a_ext = [a_l; 1]: a flip of W_ext[i, j] moves pre-activation j by delta * a_ext[i]. Flips of both
+# leaves of a layer then share one compiled driver.
+
+
+@functools.partial(jax.jit, static_argnames=("l", "activation", "with_loss"))
+def _mlp_chunks(params, a, z, a_ext, w_ext, y, idx, bit, n, *, l, activation, with_loss):
+  """Rank-one suffix update for chunks of flips of W_ext of layer l (a and z cached transposed, [features, N])."""
   L = len(params)
-  names = [f"dense{i}" for i in range(L)]
-  l = names.index(top)
-  leaf = params[top][kind]
-  out_dim = params[top]["w"].shape[1]
+  out_dim = w_ext.shape[1]
 
   def one(idx, bit):
-    old = leaf.reshape(-1)[idx]
-    new = flip_array(old[None], 0, bit)[0]
-    nonfinite = ~jnp.isfinite(new)
-    # a and z are cached transposed ([features, N]) so that a column is a contiguous row gather.
-    if kind == "w":
-      i, j = idx // out_dim, idx % out_dim
-      zj = z[l][j] + (new - old) * a[l][i]
-    else:
-      j = idx
-      zj = z[l][j] + (new - old)
+    old, new, nonfinite = _flipped_scalar(w_ext, idx, bit)
+    i, j = idx // out_dim, idx % out_dim
+    zj = z[l][j] + (new - old) * a_ext[i]
     if l == L - 1:
       logits = z[l].at[j].set(zj).T
     else:
       d = activation(zj) - a[l + 1][j]
-      h = z[l + 1].T + d[:, None] * params[names[l + 1]]["w"][j, :][None, :]
+      h = z[l + 1].T + d[:, None] * params[f"dense{l + 1}"]["w"][j, :][None, :]
       for m in range(l + 2, L):
-        h = activation(h) @ params[names[m]]["w"] + params[names[m]]["b"]
+        h = activation(h) @ params[f"dense{m}"]["w"] + params[f"dense{m}"]["b"]
       logits = h
     c, loss = _metrics(logits, y, with_loss)
     return c, loss, nonfinite
 
-  return jax.vmap(one)(idx, bit)
+  return _loop_chunks(one, idx, bit, n)
 
 
-def _mlp_leaf_fn(params, x, y, leaf_id, activation, with_loss=True):
-  paths = [p for p, _ in _tree.leaf_paths(params)]
+@functools.partial(jax.jit, static_argnames=("split",))
+def _correct_intervals(logits: Float[Array, "n c"], y: Int[Array, " n"], dirs: Float[Array, "d c"], split: int = 0):
+  """For logits moved along a direction, l + t * dirs[k], the interval [lo, hi] of t where class y is predicted.
+
+  The argmax of the lines l_c + t w_c is y exactly where (l_y - l_c) + t (w_y - w_c) >= 0 for every c != y: an
+  intersection of half-lines, i.e. an interval (empty when a parallel line already wins). Rows with non-finite
+  clean logits get an empty interval.
+
+  Returns:
+    ((lo, hi) for dirs[:split], (lo, hi) for dirs[split:]), each [d, n].
+  """
+  rows = jnp.arange(y.shape[0])
+  gap = logits[rows, y][:, None] - logits                         # A_c = l_y - l_c    [n, c]
+  slope = dirs[:, y][:, :, None] - dirs[:, None, :]               # B_c = w_y - w_c    [d, n, c] (0 at c = y)
+  # A parallel line (B_c = 0) that is higher, or equal with a lower index (argmax takes the first), always wins;
+  # at c = y, A = B = 0 and neither holds.
+  beaten = (gap < 0) | ((gap == 0) & (jnp.arange(logits.shape[1])[None, :] < y[:, None]))
+  root = -gap[None] / slope
+  lo = jnp.max(jnp.where(slope > 0, root, -jnp.inf), axis=-1)
+  hi = jnp.min(jnp.where(slope < 0, root, jnp.inf), axis=-1)
+  blocked = jnp.any((slope == 0) & beaten[None], axis=-1) | ~jnp.all(jnp.isfinite(logits), axis=-1)[None, :]
+  lo, hi = jnp.where(blocked, jnp.inf, lo), jnp.where(blocked, -jnp.inf, hi)
+  return (lo[:split], hi[:split]), (lo[split:], hi[split:])
+
+
+@functools.partial(jax.jit, static_argnames=("l", "activation"))
+def _mlp_interval_chunks(a, z, a_ext, w_ext, lo, hi, ok0, idx, bit, n, *, l, activation):
+  """Counts correct predictions after flips in one of the last two dense layers without forming the logits.
+
+  A flip in the last layer moves logit j by t_n = delta * a_ext[i, n]; a flip in the layer before moves hidden
+  unit j by t_n = act(z_jn + delta * a_ext[i, n]) - h_jn and the logits by t_n * W_out[j]. Either way the logits
+  move along a fixed direction, so example n is correct iff t_n lies in the precomputed interval [lo_jn, hi_jn]
+  (`_correct_intervals`), and t_n = 0 keeps the clean outcome ok0_n exactly. O(N) per flip instead of O(N x C).
+  """
+  last = l == len(z) - 1
+  out_dim = w_ext.shape[1]
+
+  def one(idx, bit):
+    old, new, nonfinite = _flipped_scalar(w_ext, idx, bit)
+    i, j = idx // out_dim, idx % out_dim
+    step = (new - old) * a_ext[i]
+    t = step if last else activation(z[l][j] + step) - a[l + 1][j]
+    ok = jnp.where(t == 0, ok0, (lo[j] <= t) & (t <= hi[j]))
+    return jnp.sum(ok, dtype=jnp.int32), jnp.zeros((), jnp.float32), nonfinite
+
+  return _loop_chunks(one, idx, bit, n)
+
+
+# Flips of an interval-capable layer that still take the exact path: a non-finite new value (the NaN / Inf
+# arithmetic must be reproduced) or a step so large that the logits could overflow.
+_INTERVAL_MAX_STEP = 1e30
+
+
+@functools.partial(jax.jit, static_argnames=("activation",))
+def _mlp_prepare(params, x, y, *, activation):
+  """Everything the "mlp" drivers share, in one compiled call: clean activations (transposed, [features, N]), the
+  clean per-example outcome, and a_ext / W_ext per layer with max |a_ext| per row."""
   L = len(params)
-  names = [f"dense{i}" for i in range(L)]
-  if set(params) != set(names) or any(set(params[n]) != {"w", "b"} for n in names):
-    raise ValueError(f"structure='mlp' needs params {{'dense0': {{'w', 'b'}}, ...}}; got keys {sorted(params)}")
-  top, kind = paths[leaf_id]
   a, z = _mlp_cache(params, x, activation)
+  logits = z[-1]
+  ok0 = (jnp.argmax(logits, -1) == y) & jnp.all(jnp.isfinite(logits), -1)
   a, z = [t.T for t in a], [t.T for t in z]
-  return functools.partial(_mlp_chunk, params, a, z, y, top=top, kind=kind, activation=activation,
-                           with_loss=with_loss)
+  a_ext = [jnp.concatenate([t, jnp.ones((1, t.shape[1]), t.dtype)]) for t in a]
+  w_ext = [jnp.concatenate([params[f"dense{m}"]["w"], params[f"dense{m}"]["b"][None, :]]) for m in range(L)]
+  amax = [jnp.max(jnp.abs(t), axis=1) for t in a_ext]
+  return {"a": a, "z": z, "ok0": ok0, "a_ext": a_ext, "w_ext": w_ext, "amax": amax}
 
 
-def _auto_chunk(n_examples: int, n_classes: int, structure: str) -> int:
-  budget = 2 ** 24 if structure == "mlp" else 2 ** 21
-  k = max(8, min(2048, budget // max(1, n_examples * n_classes)))
+class _MLPCache:
+  """The shared arrays of structure="mlp" (see `_mlp_prepare`), plus host copies for routing flips."""
+
+  def __init__(self, params, x, y, activation):
+    L = len(params)
+    names = [f"dense{i}" for i in range(L)]
+    if set(params) != set(names) or any(set(params[nm]) != {"w", "b"} for nm in names):
+      raise ValueError(f"structure='mlp' needs params {{'dense0': {{'w', 'b'}}, ...}}; got keys {sorted(params)}")
+    for nm in names:
+      if params[nm]["w"].ndim != 2 or params[nm]["w"].dtype != params[nm]["b"].dtype:
+        raise ValueError(f"structure='mlp' needs a 2-d w and a b of the same dtype in {nm}; got "
+                         f"{params[nm]['w'].dtype}{list(params[nm]['w'].shape)}, {params[nm]['b'].dtype}")
+    self.params, self.y, self.activation, self.L = params, y, activation, L
+    c = _mlp_prepare(params, x, y, activation=activation)
+    self.a, self.z, self.ok0, self.a_ext, self.w_ext = c["a"], c["z"], c["ok0"], c["a_ext"], c["w_ext"]
+    self.amax = [np.asarray(t, np.float64) for t in c["amax"]]
+    self.w_np = [np.asarray(t) for t in c["w_ext"]]
+    self._intervals = {}
+
+  def intervals(self, l: int):
+    """Correct-class intervals (device arrays) for flips in layer l = L - 1 (the logits move along a unit vector)
+    or l = L - 2 (along W_out[j] of the hidden unit j that changes)."""
+    if not self._intervals:  # both layers in one call: [W_out; I] as directions
+      w_out = self.w_np[self.L - 1][:-1]  # host copies: no eager device ops to compile
+      eye = np.eye(w_out.shape[1], dtype=w_out.dtype)
+      dirs = jnp.asarray(np.concatenate([w_out, eye]) if self.L >= 2 else eye)
+      hidden, logit = _correct_intervals(self.z[-1].T, self.y, dirs, split=w_out.shape[0] if self.L >= 2 else 0)
+      self._intervals[self.L - 1] = logit
+      if self.L >= 2:
+        self._intervals[self.L - 2] = hidden
+    return self._intervals[l]
+
+
+def _auto_chunk(n_examples: int, width: int) -> int:
+  """Flips per vmapped chunk so that one chunk's [K, N, width] intermediates stay around 16 MiB."""
+  k = max(8, min(4096, 2 ** 22 // max(1, n_examples * width)))
   return int(2 ** int(np.log2(k)))
 
 
 class _Sweeper:
-  """Builds and caches one jitted chunk function per leaf."""
+  """Maps flips to driver groups and builds (and caches) one jitted driver per group.
+
+  Groups: ("full", leaf) and ("layers", leaf) for the generic structures; ("mlp", layer) (exact rank-one update)
+  and ("mlp_interval", layer) (last two layers, no loss) for structure="mlp".
+  """
 
   def __init__(self, apply_fn, params, x, y, structure, layers, activation, with_loss=True):
     self.with_loss = with_loss
@@ -306,39 +402,117 @@ class _Sweeper:
       raise ValueError(f"structure={structure!r}; allowed: 'full', 'layers', 'mlp'")
     if structure == "layers" and not layers:
       raise ValueError("structure='layers' needs layers=[(name, fn), ...]")
-    self.args = (apply_fn, params, jnp.asarray(x), jnp.asarray(y, jnp.int32), structure, layers, activation)
-    self.cache = {}
+    self.apply_fn, self.params, self.structure, self.activation = apply_fn, params, structure, activation
+    self.layers = tuple((nm, f) for nm, f in layers) if layers else None
+    self.x, self.y = jnp.asarray(x), jnp.asarray(y, jnp.int32)
+    self.paths = [p for p, _ in _tree.leaf_paths(params)]
+    self.fns = {}
+    self.mlp = _MLPCache(params, self.x, self.y, activation) if structure == "mlp" else None
 
-  def fn(self, leaf_id):
-    if leaf_id not in self.cache:
-      apply_fn, params, x, y, structure, layers, activation = self.args
-      if structure == "full":
-        self.cache[leaf_id] = _full_leaf_fn(apply_fn, params, x, y, leaf_id, self.with_loss)
-      elif structure == "layers":
-        self.cache[leaf_id] = _layers_leaf_fn(layers, params, x, y, leaf_id, self.with_loss)
+  def assign(self, leaf_id: int, index: np.ndarray, bit: np.ndarray) -> list[tuple[np.ndarray, tuple, np.ndarray]]:
+    """[(mask over these flips, group key, index within the group's array)]."""
+    if self.structure != "mlp":
+      return [(np.ones(len(index), bool), (self.structure, leaf_id), index)]
+    top, kind = self.paths[leaf_id]
+    l = int(top[len("dense"):])
+    w_np, amax = self.mlp.w_np[l], self.mlp.amax[l]
+    n_in, out_dim = w_np.shape[0] - 1, w_np.shape[1]
+    ext = index + (n_in * out_dim if kind == "b" else 0)
+    everything = np.ones(len(index), bool)
+    if self.with_loss or l < self.mlp.L - 2 or w_np.dtype != np.float32:
+      return [(everything, ("mlp", l), ext)]
+    old = w_np.reshape(-1)[ext]
+    new = (old.view(np.uint32) ^ (np.uint32(1) << bit.astype(np.uint32))).view(np.float32)
+    gain = (np.max(np.abs(np.asarray(self.params[f"dense{self.mlp.L - 1}"]["w"], np.float64)), axis=1)
+            if l == self.mlp.L - 2 else np.ones(out_dim))
+    with np.errstate(all="ignore"):
+      delta = new.astype(np.float64) - old.astype(np.float64)
+      big = np.abs(delta) * amax[ext // out_dim] * gain[ext % out_dim] >= _INTERVAL_MAX_STEP
+    exact = ~np.isfinite(new) | big
+    return [(~exact, ("mlp_interval", l), ext), (exact, ("mlp", l), ext)]
+
+  def fn(self, key: tuple) -> Callable:
+    if key not in self.fns:
+      kind, k = key
+      params, x, y = self.params, self.x, self.y
+      if kind == "full":
+        f = functools.partial(_full_chunks, params, x, y, apply_fn=self.apply_fn, leaf_id=k,
+                              with_loss=self.with_loss)
+      elif kind == "layers":
+        f = self._layers_fn(k)
       else:
-        self.cache[leaf_id] = _mlp_leaf_fn(params, x, y, leaf_id, activation, self.with_loss)
-    return self.cache[leaf_id]
+        m = self.mlp
+        a_ext, w_ext = m.a_ext[k], m.w_ext[k]
+        if kind == "mlp":
+          f = functools.partial(_mlp_chunks, params, m.a, m.z, a_ext, w_ext, y, l=k, activation=self.activation,
+                                with_loss=self.with_loss)
+        else:
+          lo, hi = m.intervals(k)
+          f = functools.partial(_mlp_interval_chunks, m.a, m.z, a_ext, w_ext, lo, hi, m.ok0, l=k,
+                                activation=self.activation)
+      self.fns[key] = f
+    return self.fns[key]
+
+  def _layers_fn(self, leaf_id):
+    top = self.paths[leaf_id][0]
+    names = [nm for nm, _ in self.layers]
+    if top not in names:
+      raise ValueError(f"leaf {_tree.path_str(self.paths[leaf_id])} belongs to no layer; allowed layer names: "
+                       f"{names}")
+    l = names.index(top)
+    h = self.x
+    for name, f in self.layers[:l]:  # prefix, computed once (cached)
+      h = f(self.params[name] if name is not None else None, h)
+    k = [q for q in self.paths if q[0] == top].index(self.paths[leaf_id])
+    return functools.partial(_layers_chunks, self.params, h, self.y, layers=self.layers, l=l, k=k,
+                             with_loss=self.with_loss)
 
 
-def _run(sweeper: _Sweeper, flips: Flips, chunk: int, progress=None):
+# Chunks per driver call: every call has the static shape [_CALL_CHUNKS, K], so one compilation per (group, K)
+# serves sweeps of any size; the device loop stops after the call's real chunks.
+_CALL_CHUNKS = 32
+
+
+def _run(sweeper: _Sweeper, flips: Flips, chunk: int | dict, progress=None):
+  """Evaluates every flip: flips are grouped per driver, each group runs in calls of up to _CALL_CHUNKS chunks of
+  K flips (one jitted call each, asynchronous), and all results are fetched from the device once at the end.
+
+  Args:
+    chunk: flips per vmapped chunk K, an int or {group kind: int}.
+  """
   F = len(flips.leaf)
+  groups: dict[tuple, list] = {}
+  for leaf_id in np.unique(flips.leaf):
+    sel = np.nonzero(flips.leaf == leaf_id)[0]
+    for mask, key, ext in sweeper.assign(int(leaf_id), flips.index[sel], flips.bit[sel]):
+      if mask.any():
+        groups.setdefault(key, []).append((sel[mask], ext[mask], flips.bit[sel][mask]))
+  pending = []
+  for key, parts in groups.items():
+    pos = np.concatenate([p[0] for p in parts])
+    idx = np.concatenate([p[1] for p in parts]).astype(np.int32)
+    bit = np.concatenate([p[2] for p in parts]).astype(np.int32)
+    k = chunk[key[0]] if isinstance(chunk, dict) else chunk
+    per_call = _CALL_CHUNKS * k
+    fn = sweeper.fn(key)
+    for s in range(0, len(pos), per_call):
+      m = min(per_call, len(pos) - s)
+      bi = np.zeros(per_call, np.int32)
+      bb = np.zeros(per_call, np.int32)
+      bi[:m], bb[:m] = idx[s:s + m], bit[s:s + m]
+      out = fn(jnp.asarray(bi.reshape(_CALL_CHUNKS, k)), jnp.asarray(bb.reshape(_CALL_CHUNKS, k)),
+               jnp.asarray(-(-m // k), jnp.int32))
+      pending.append((pos[s:s + m], out))
+      if progress is not None:
+        progress.update(m)
   correct = np.zeros(F, np.int64)
   loss = np.zeros(F, np.float64)
   nonfin = np.zeros(F, bool)
-  for leaf_id in np.unique(flips.leaf):
-    sel = np.nonzero(flips.leaf == leaf_id)[0]
-    fn = sweeper.fn(int(leaf_id))
-    for s in range(0, len(sel), chunk):
-      part = sel[s:s + chunk]
-      idx = np.zeros(chunk, np.int32)
-      bit = np.zeros(chunk, np.int32)
-      idx[:len(part)] = flips.index[part]
-      bit[:len(part)] = flips.bit[part]
-      c, l, nf = jax.device_get(fn(jnp.asarray(idx), jnp.asarray(bit)))
-      correct[part], loss[part], nonfin[part] = c[:len(part)], l[:len(part)], nf[:len(part)]
-      if progress is not None:
-        progress.update(len(part))
+  for (part, _), (c, l, nf) in zip(pending, jax.device_get([o for _, o in pending])):
+    m = len(part)
+    correct[part] = c.reshape(-1)[:m]
+    loss[part] = l.reshape(-1)[:m]
+    nonfin[part] = nf.reshape(-1)[:m]
   return correct, loss, nonfin
 
 
@@ -358,10 +532,12 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
     flips: explicit flips; default every selected bit of every parameter of the selected leaves.
     leaves: leaf-path prefixes when `flips` is None.
     bits: bit selection when `flips` is None.
-    structure: "full", "layers" (prefix caching, needs `layers`) or "mlp" (rank-one suffix update).
+    structure: "full", "layers" (prefix caching, needs `layers`) or "mlp" (rank-one suffix update; with
+      with_loss=False, correct-class intervals for the last two layers).
     layers: [(params key or None, fn(layer_params, h) -> h)], applied in order, the last giving logits.
     activation: hidden activation for structure="mlp".
-    chunk: flips per vmapped call (static; default from the example count).
+    chunk: flips per vmapped chunk K (static): an int, or {"mlp", "mlp_interval", "full", "layers": int}; default
+      from the example count (about 16 MiB of intermediates per chunk).
     nonfinite: "catastrophic" (a flip giving a NaN/Inf parameter scores accuracy 0, RAD 1) or "evaluate" (run
       the IEEE arithmetic as is). An example whose logits are not all finite is always counted wrong.
     drop: "relative" RAD or "absolute" accuracy drop.
@@ -407,9 +583,11 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
     if structure != "mlp":
       raise ValueError("apply_fn is required unless structure='mlp'")
     apply_fn = functools.partial(_mlp_forward, activation=activation)
-  n_cls = int(jax.eval_shape(apply_fn, params, x[:1]).shape[-1])
+  n_cls = int(jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)).shape[-1])
 
-  def clean_acc(xx, yy):
+  def clean_acc(xx, yy, sweeper=None):
+    if sweeper is not None and sweeper.mlp is not None:  # the fast paths' own clean outcome (same forward)
+      return float(np.asarray(sweeper.mlp.ok0).sum()) / xx.shape[0]
     c, _ = _clean_metrics(params, xx, yy, apply_fn=apply_fn)
     return float(c) / xx.shape[0]
 
@@ -419,33 +597,35 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
     progress = tqdm(total=len(flips.leaf), desc="sweep", unit="flip")
 
   def score(xx, yy, fl):
-    ch = chunk or _auto_chunk(int(xx.shape[0]), n_cls, structure)
+    nx = int(xx.shape[0])
+    ch = chunk or {"mlp": _auto_chunk(nx, n_cls), "mlp_interval": _auto_chunk(nx, 4),
+                   "full": _auto_chunk(nx, 2 * n_cls), "layers": _auto_chunk(nx, 2 * n_cls)}
     sw = _Sweeper(apply_fn, params, xx, yy, structure, layers, activation, with_loss)
     c, l, nf = _run(sw, fl, ch, progress)
     acc = c / xx.shape[0]
     if nonfinite == "catastrophic":
       acc = np.where(nf, 0.0, acc)
       c = np.where(nf, 0, c)
-    return c, acc, l, nf
+    return c, acc, l, nf, clean_acc(xx, yy, sw)
 
   if screen_examples is not None and screen_examples < n:
-    a0 = clean_acc(x[:screen_examples], y[:screen_examples])
-    c_s, acc_s, l_s, nf = score(x[:screen_examples], y[:screen_examples], flips)
+    c_s, acc_s, l_s, nf, a0 = score(x[:screen_examples], y[:screen_examples], flips)
     rad_s = relative_accuracy_drop(a0, acc_s, drop=drop)
     redo = np.nonzero(rad_s >= screen_threshold)[0]
-    acc_clean = clean_acc(x, y)
     # Unscreened flips: scale the screened correct count to the full set.
     correct = np.round(c_s * (n / screen_examples)).astype(np.int64)
     acc, loss = acc_s.copy(), l_s.copy()
     if len(redo):
       sub = Flips(flips.leaf[redo], flips.index[redo], flips.bit[redo])
-      c2, a2, l2, _ = score(x, y, sub)
+      c2, a2, l2, _, acc_clean = score(x, y, sub)
       correct[redo], acc[redo], loss[redo] = c2, a2, l2
+    else:
+      acc_clean = clean_acc(x, y)
     rad = relative_accuracy_drop(acc_clean, acc, drop=drop)
-    rad[np.setdiff1d(np.arange(len(rad)), redo)] = rad_s[np.setdiff1d(np.arange(len(rad)), redo)]
+    keep = np.setdiff1d(np.arange(len(rad)), redo)
+    rad[keep] = rad_s[keep]
   else:
-    acc_clean = clean_acc(x, y)
-    correct, acc, loss, nf = score(x, y, flips)
+    correct, acc, loss, nf, acc_clean = score(x, y, flips)
     rad = relative_accuracy_drop(acc_clean, acc, drop=drop)
   if progress is not None:
     progress.close()
@@ -497,7 +677,10 @@ def sampled_sweep(apply_fn, params, x, y, *, num_params: int, seed: int = 0, lea
                   min_per_leaf: int = 32, **sweep_kwargs) -> SampledSweep:
   """Sweeps all selected bits of a stratified sample of parameters and estimates population counts.
 
-  Strata are (leaf, bit) for flip counts and leaves for erratic parameters; see `metrics.stratified_total`.
+  Totals (catastrophic flips, flips with RAD > 0.1, non-finite flips, erratic parameters) are stratified by leaf
+  with each sampled parameter as a cluster of its swept bits (`metrics.stratified_unit_total`); the histogram and
+  per-bit counts weight each flip by N_h / n_h of its (leaf, bit) stratum, and every (leaf, bit) stratum also gets
+  a Wilson interval for its catastrophic share (`strata[leaf]["bits"]`).
 
   Args:
     apply_fn, params, x, y: as `single_bit_sweep`.
@@ -531,22 +714,19 @@ def sampled_sweep(apply_fn, params, x, y, *, num_params: int, seed: int = 0, lea
       w[m] = s["N"] / m.sum()
       s.setdefault("bits", {})[int(b)] = {"n": n_h[-1], "catastrophic": k_cat[-1],
                                           "catastrophic_wilson": wilson_interval(k_cat[-1], n_h[-1])}
-  cat = stratified_total(N_h, n_h, k_cat)
-  v10 = stratified_total(N_h, n_h, k_10)
-  nfin = stratified_total(N_h, n_h, k_nf)
-  # Leaf strata for erratic parameters.
-  Ne, ne, ke = [], [], []
+  # Population totals: leaf strata of sampled parameters, each parameter carrying its count over the swept bits
+  # (the bits of one parameter are correlated, so they are one cluster in the variance).
+  Ne, per_param = [], {"cat": [], "v10": [], "nf": [], "err": []}
   for j, s in strata.items():
     m = flips.leaf == j
-    idx = flips.index[m]
-    bad = res.rad[m] > ERRATIC
-    uniq, inv = np.unique(idx, return_inverse=True)
-    per_param = np.zeros(len(uniq), bool)
-    np.logical_or.at(per_param, inv, bad)
+    _, inv = np.unique(flips.index[m], return_inverse=True)
+    n_par = int(inv.max()) + 1
     Ne.append(s["N"])
-    ne.append(len(uniq))
-    ke.append(int(per_param.sum()))
-  err = stratified_total(Ne, ne, ke)
+    for name, hit in (("cat", res.rad[m] >= CATASTROPHIC), ("v10", res.rad[m] > ERRATIC),
+                      ("nf", res.nonfinite[m])):
+      per_param[name].append(np.bincount(inv, weights=hit, minlength=n_par))
+    per_param["err"].append(per_param["v10"][-1] > 0)
+  cat, v10, nfin, err = (stratified_unit_total(Ne, per_param[k]) for k in ("cat", "v10", "nf", "err"))
   hist = rad_histogram(res.rad, weights=w)
   per_bit = counts_per_bit(res.rad, flips.bit, width=width, weights=w)
   total = int(sum(s["N"] * len(resolve_bits(bits, layout_of(lp[j][1]).name)) for j, s in strata.items()))

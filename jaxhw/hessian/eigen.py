@@ -63,8 +63,8 @@ def top_eigenvalues(key: jax.Array, loss_fn: Callable, params, k: int = 1, *, ma
   for i in range(k):
     prev = vecs[:i]
 
-    def deflate(u, prev=prev):
-      return u - prev.T @ (prev @ u) if i else u
+    def deflate(u, prev=prev, first=(i == 0)):
+      return u if first else u - prev.T @ (prev @ u)
 
     def apply(u, deflate=deflate):
       return deflate(mv(deflate(u)))

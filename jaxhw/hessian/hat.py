@@ -93,7 +93,7 @@ def hat_penalty(key: jax.Array, loss_fn: Callable | None, params, *, probes: int
       return ggn_quad_form(lambda s: logits_fn(merge(s)), sub, v)
     return quad_form(lambda s: loss_fn(merge(s)), sub, v)
 
-  s = jnp.stack([one(k) for k in jax.random.split(key, probes)])
+  s = jax.vmap(one)(jax.random.split(key, probes))  # one traced copy of the third-order graph for all probes
   if trunc == "probe_top_p":
     kk = max(1, math.ceil(top_p * probes))
     _, idx = jax.lax.top_k(jax.lax.stop_gradient(s), kk)

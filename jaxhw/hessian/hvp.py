@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["hvp", "quad_form", "tree_vdot", "rademacher_like"]
 
@@ -55,10 +56,34 @@ def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 
 def rademacher_like(key: jax.Array, params: PyTree, mask: PyTree | None = None) -> PyTree:
-  """±1 probes with the structure and dtypes of `params` (one key per leaf); leaves with mask False get 0."""
+  """±1 probes with the structure and dtypes of `params`; leaves with mask False get 0.
+
+  One `jax.random.bits` draw of ceil(n / 32) words covers all n selected entries (one bit each), so the probe
+  costs a single threefry call however many leaves the tree has (per-leaf draws made jit compile times grow with
+  the leaf count, ~10 s for 4 leaves vmapped over probes on a 2-core CPU).
+
+  Args:
+    key: PRNG key.
+    params: pytree of float arrays.
+    mask: optional pytree of bools with the structure of `params`.
+
+  Returns:
+    A pytree like `params` of ±1 (0 where masked out).
+  """
   leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  mleaves = [True] * len(leaves) if mask is None else jax.tree.leaves(mask)
-  out = [jax.random.rademacher(k, jnp.shape(x), jnp.int32).astype(jnp.result_type(x)) if m
-         else jnp.zeros_like(x) for k, x, m in zip(keys, leaves, mleaves)]
+  mleaves = [True] * len(leaves) if mask is None else [bool(m) for m in jax.tree.leaves(mask)]
+  sizes = [int(np.size(x)) if m else 0 for x, m in zip(leaves, mleaves)]
+  n = sum(sizes)
+  signs = jnp.zeros((0,), jnp.int32)
+  if n:
+    words = jax.random.bits(key, (-(-n // 32),), jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)[None, :]) & jnp.uint32(1)
+    signs = 1 - 2 * bits.reshape(-1)[:n].astype(jnp.int32)
+  out, off = [], 0
+  for x, size in zip(leaves, sizes):
+    if size:
+      out.append(signs[off:off + size].reshape(jnp.shape(x)).astype(jnp.result_type(x)))
+    else:
+      out.append(jnp.zeros_like(x))
+    off += size
   return jax.tree.unflatten(treedef, out)
