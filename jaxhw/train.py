@@ -25,11 +25,11 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxhw.checkpoint import Checkpointer
-from jaxhw.data.iterator import BatchIterator
+from jaxhw.data.iterator import BatchIterator, Stream
 from jaxhw.metrics import append_jsonl, read_jsonl, to_jsonable, write_jsonl
 
 PyTree = Any
-LossFn = Callable[[PyTree, tuple, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[..., tuple[jax.Array, Any]]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "sam")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -98,6 +98,7 @@ class TrainResult(NamedTuple):
     final_eval: ``eval_fn(params)`` at the end (empty without one).
     wall_s: wall time of this call.
     step_time_s: median wall time of one step in this call (after compilation).
+    model_state: the final mutable model collections (None when training without `model_state`).
   """
 
   params: PyTree
@@ -106,6 +107,7 @@ class TrainResult(NamedTuple):
   final_eval: dict[str, float]
   wall_s: float
   step_time_s: float
+  model_state: PyTree | None = None
 
 
 class TrainingInterrupted(Exception):
@@ -164,19 +166,48 @@ def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformat
   return tx
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: bool = False):
-  """Returns the pure step ``(params, opt_state, batch, key, step) -> (params, opt_state, loss, aux)``."""
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: bool = False,
+                    stateful: bool = False):
+  """The pure step ``(params, opt_state, model_state, batch, key, step) -> (params, opt_state, model_state, loss,
+  aux)``; without `stateful`, `loss_fn` takes no model state and ``model_state`` passes through unchanged."""
+  if stateful:
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  else:
+    def stateless(params, mstate, batch, key, step):
+      loss, aux = loss_fn(params, batch, key, step)
+      return loss, (aux, mstate)
 
-  def step_fn(params, opt_state, batch, key, step):
-    (loss, aux), grads = grad_fn(params, batch, key, step)
+    grad_fn = jax.value_and_grad(stateless, has_aux=True)
+
+  def step_fn(params, opt_state, mstate, batch, key, step):
+    (loss, (aux, new_mstate)), grads = grad_fn(params, mstate, batch, key, step)
     extra = {}
     if sam:
-      extra["grad_fn"] = lambda p, _: grad_fn(p, batch, key, step)[1]
+      extra["grad_fn"] = lambda p, _: grad_fn(p, mstate, batch, key, step)[1]
     updates, opt_state = tx.update(grads, opt_state, params, **extra)
-    return optax.apply_updates(params, updates), opt_state, loss, aux
+    return optax.apply_updates(params, updates), opt_state, new_mstate, loss, aux
 
   return step_fn
+
+
+def as_stream(data: tuple[np.ndarray, ...] | Stream, config: TrainConfig) -> Stream:
+  """`data` as a resumable stream: arrays are wrapped in a `BatchIterator` with the config's batch size and seed."""
+  if isinstance(data, (tuple, list)):
+    return BatchIterator(tuple(data), config.batch_size, seed=config.seed)
+  if not isinstance(data, Stream):
+    raise TypeError(f"data must be a tuple of arrays or a jaxhw.data.Stream (an iterator with get_state and "
+                    f"set_state), got {type(data).__name__}.")
+  return data
+
+
+def _steps_for(config: TrainConfig, stream: Stream) -> int:
+  if config.steps > 0:
+    return config.steps
+  n = getattr(stream, "num_examples", None)
+  if n is None:
+    raise ValueError(f"train.steps must be set (> 0) for a stream without num_examples "
+                     f"({type(stream).__name__}); train.epochs needs the epoch size.")
+  return total_steps(config, int(n))
 
 
 class _SigtermFlag:
@@ -199,21 +230,30 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config: TrainConfig,
-          workdir: str | Path | None = None, *, eval_fn: Callable[[PyTree], dict[str, float]] | None = None,
+def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream, config: TrainConfig,
+          workdir: str | Path | None = None, *, model_state: PyTree | None = None,
+          eval_fn: Callable[..., dict[str, float]] | None = None,
           tx: optax.GradientTransformation | None = None, fingerprint: dict[str, Any] | None = None,
           quiet: bool = True, desc: str = "train") -> TrainResult:
   """Trains `params` on `data` with `loss_fn`.
 
   Args:
-    loss_fn: ``loss_fn(params, batch, key, step) -> (loss, aux)``, with ``batch`` the tuple of arrays from the
-      batch iterator, ``key`` a fresh PRNG key per step and ``step`` an int32 scalar; ``aux`` is a dict of
-      scalars that is logged. Jitted here.
-    params: initial parameters (ignored when resuming).
-    data: training arrays sharing their first axis, e.g. ``(images, labels)``.
+    loss_fn: ``loss_fn(params, batch, key, step) -> (loss, aux)``, with ``batch`` what the stream yields (the
+      tuple of arrays for array data), ``key`` a fresh PRNG key per step and ``step`` an int32 scalar; ``aux`` is
+      a dict of scalars that is logged. With `model_state`, the signature is
+      ``loss_fn(params, model_state, batch, key, step) -> (loss, (aux, new_model_state))``. Jitted here.
+    params: initial parameters (ignored when resuming): any pytree the optimizer updates, e.g. a model's
+      ``variables["params"]``, or a dict holding extra optimised state beside them (a dual variable, kernel
+      parameters); pass a matching `tx` (e.g. ``optax.multi_transform``) when parts need their own rule.
+    data: training arrays sharing their first axis (shuffled into batches by `BatchIterator`), or any
+      `jaxhw.data.Stream` (an endless iterator with ``get_state``/``set_state``); a stream without
+      ``num_examples`` needs ``config.steps``.
     config: optimisation settings.
     workdir: where ``metrics.jsonl`` and ``checkpoints/`` go; None trains in memory only.
-    eval_fn: ``eval_fn(params) -> dict`` run every ``config.eval_every`` steps and at the end.
+    model_state: mutable model collections carried from step to step but not optimised (e.g.
+      ``{"batch_stats": ...}`` of batch norm); checkpointed with the params.
+    eval_fn: ``eval_fn(params) -> dict`` (``eval_fn(params, model_state)`` with `model_state`) run every
+      ``config.eval_every`` steps and at the end.
     tx: an optax transformation replacing the one built from `config`.
     fingerprint: JSON-able identity of the run (its full config); checkpoints of another fingerprint are
       refused. Defaults to `config` itself.
@@ -229,14 +269,17 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
     jaxhw.checkpoint.CheckpointError: the workdir holds a checkpoint that cannot be trusted.
   """
   t_start = time.perf_counter()
-  iterator = BatchIterator(data, config.batch_size, seed=config.seed)
-  n_steps = total_steps(config, iterator.num_examples)
+  iterator = as_stream(data, config)
+  n_steps = _steps_for(config, iterator)
   sam = tx is None and config.optimizer == "sam"
   tx = tx if tx is not None else make_optimizer(config, n_steps)
-  step_fn = jax.jit(make_train_step(loss_fn, tx, sam=sam), donate_argnums=(0, 1))
+  stateful = model_state is not None
+  step_fn = jax.jit(make_train_step(loss_fn, tx, sam=sam, stateful=stateful), donate_argnums=(0, 1, 2))
   base_key = jax.random.key(config.seed)
 
   state = {"params": params, "opt_state": tx.init(params), "key": jax.random.key_data(base_key)}
+  if stateful:
+    state["model_state"] = model_state
   start = 0
   metrics_path = Path(workdir) / "metrics.jsonl" if workdir is not None else None
   checkpointer = None
@@ -255,6 +298,10 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
   base_key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
   # Copies: the step donates its buffers, and the caller's arrays must stay valid.
   params, opt_state = jax.tree.map(jnp.array, state["params"]), jax.tree.map(jnp.array, state["opt_state"])
+  mstate = jax.tree.map(jnp.array, state["model_state"]) if stateful else {}
+
+  def evaluate() -> dict[str, float]:
+    return eval_fn(params, mstate) if stateful else eval_fn(params)
 
   last_saved: Path | None = checkpointer.step_path(start) if checkpointer and start else None
 
@@ -262,8 +309,10 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
     nonlocal last_saved
     if checkpointer is None or step == 0 or (last_saved is not None and last_saved.name == str(step)):
       return last_saved
-    last_saved = checkpointer.save(step, {"params": params, "opt_state": opt_state,
-                                          "key": jax.random.key_data(base_key)},
+    saved = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(base_key)}
+    if stateful:
+      saved["model_state"] = mstate
+    last_saved = checkpointer.save(step, saved,
                                    {"iterator": iterator.get_state(), "step": step})
     return last_saved
 
@@ -278,10 +327,11 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
   with _SigtermFlag() as sigterm, tqdm(total=n_steps, initial=start, desc=desc, disable=not show,
                                        leave=False) as bar:
     for step in range(start, n_steps):
-      batch = tuple(jnp.asarray(a) for a in next(iterator))
+      batch = jax.tree.map(jnp.asarray, next(iterator))
       t0 = time.perf_counter()
       key = jax.random.fold_in(base_key, step)
-      params, opt_state, loss, aux = step_fn(params, opt_state, batch, key, jnp.asarray(step, jnp.int32))
+      params, opt_state, mstate, loss, aux = step_fn(params, opt_state, mstate, batch, key,
+                                                     jnp.asarray(step, jnp.int32))
       loss_value = float(loss)
       step_times.append(time.perf_counter() - t0)
       done = step + 1
@@ -292,7 +342,7 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
       if done % config.log_every == 0 or done == n_steps:
         record = {"step": done, "loss": loss_value, **{k: float(v) for k, v in aux.items()}}
       if eval_fn is not None and config.eval_every and done % config.eval_every == 0 and done != n_steps:
-        record = (record or {"step": done, "loss": loss_value}) | {f"eval_{k}": v for k, v in eval_fn(params).items()}
+        record = (record or {"step": done, "loss": loss_value}) | {f"eval_{k}": v for k, v in evaluate().items()}
       if record is not None:
         log(record)
         bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -300,7 +350,7 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
         save(done)
       if sigterm.raised:
         raise TrainingInterrupted(done, save(done))
-    final_eval = eval_fn(params) if eval_fn is not None else {}
+    final_eval = evaluate() if eval_fn is not None else {}
     if final_eval:
       if history and history[-1]["step"] == n_steps:
         history[-1].update({f"eval_{k}": v for k, v in to_jsonable(final_eval).items()})
@@ -311,4 +361,5 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...], config:
     checkpointer.close()
   compiled_times = step_times[1:] or step_times
   return TrainResult(params, n_steps, history, final_eval, time.perf_counter() - t_start,
-                     float(np.median(compiled_times)) if compiled_times else 0.0)
+                     float(np.median(compiled_times)) if compiled_times else 0.0,
+                     mstate if stateful else None)

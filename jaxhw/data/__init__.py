@@ -3,13 +3,13 @@
 from jaxhw.data._files import MissingDataError, vendored_path
 from jaxhw.data.augment import random_shift
 from jaxhw.data.babi import BabiExample, load_babi, parse_babi, tokenize
-from jaxhw.data.iterator import BatchIterator
-from jaxhw.data.mnist import load_mnist, train_val_split
+from jaxhw.data.iterator import BatchIterator, Stream
+from jaxhw.data.mnist import MnistConfig, MnistSplits, load_mnist, load_mnist_splits, train_val_split
 from jaxhw.data.synthetic import synthetic_classification
 from jaxhw.data.tfds_adapter import DatasetNotPreparedError, tfds_arrays, tfds_source
 
 __all__ = [
-    "BabiExample", "BatchIterator", "DatasetNotPreparedError", "MissingDataError", "load_babi", "load_mnist",
+    "BabiExample", "BatchIterator", "MnistConfig", "MnistSplits", "load_mnist_splits", "Stream", "DatasetNotPreparedError", "MissingDataError", "load_babi", "load_mnist",
     "parse_babi", "random_shift", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize",
     "train_val_split",
     "vendored_path",

@@ -1,10 +1,28 @@
-"""A resumable batch iterator: deterministic shuffling from (seed, epoch), position saved and restored."""
+"""Resumable batch streams: the `Stream` protocol the trainer takes, and `BatchIterator` over in-memory arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+
+@runtime_checkable
+class Stream(Protocol):
+  """An endless iterator of batches that can report and restore its position (what `jaxhw.train` takes).
+
+  A batch is any pytree of arrays (a tuple ``(images, labels)``, a dict of story arrays, ...). ``get_state``
+  returns a JSON-serialisable position and ``set_state`` restores it, so a resumed run sees exactly the batches
+  an uninterrupted one would. A stream may also have ``num_examples`` (examples per epoch), which lets
+  ``TrainConfig.epochs`` set the number of steps.
+  """
+
+  def __next__(self) -> Any: ...
+
+  def get_state(self) -> dict[str, Any]: ...
+
+  def set_state(self, state: dict[str, Any]) -> None: ...
 
 
 class BatchIterator(Iterator[tuple[np.ndarray, ...]]):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -76,3 +77,67 @@ def train_val_split(
   order = np.random.default_rng(seed).permutation(len(x))
   val, tr = order[:val_size], order[val_size:]
   return x[tr], y[tr], x[val], y[val]
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistConfig:
+  """The MNIST data settings every study shares (the ``data`` section of a study config, or part of it).
+
+  Attributes:
+    train_size: training images kept after the validation split (0: all remaining of the 5k subset).
+    val_size: images held out of the 5k training subset for validation / model selection (0: none).
+    test_size: test images (0: all 10,000).
+    split_seed: seed of the train/validation permutation (None: the run's own seed).
+  """
+
+  train_size: int = 0
+  val_size: int = 0
+  test_size: int = 0
+  split_seed: int | None = None
+
+  def __post_init__(self):
+    for name in ("train_size", "val_size", "test_size"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}.")
+    if self.val_size >= 5000:
+      raise ValueError(f"data.val_size must be < 5000 (the vendored training subset), got {self.val_size}.")
+    if self.test_size > 10000:
+      raise ValueError(f"data.test_size must be <= 10000 (the vendored test set), got {self.test_size}.")
+
+
+class MnistSplits(NamedTuple):
+  """Train / validation / test arrays (validation is empty when ``val_size`` is 0)."""
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+
+def load_mnist_splits(config: MnistConfig = MnistConfig(), seed: int = 0) -> MnistSplits:
+  """The vendored MNIST cut as `config` says; the one loader every study uses.
+
+  Args:
+    config: sizes and split seed.
+    seed: the run's seed, used for the validation split when ``config.split_seed`` is None.
+
+  Returns:
+    `MnistSplits` of float32 NHWC images in [0, 1] and int32 labels.
+  """
+  x, y = load_mnist("train")
+  xt, yt = load_mnist("test")
+  if config.val_size:
+    x, y, xv, yv = train_val_split(x, y, config.val_size,
+                                   seed if config.split_seed is None else config.split_seed)
+  else:
+    xv, yv = x[:0], y[:0]
+  if config.train_size:
+    if config.train_size > len(x):
+      raise ValueError(f"data.train_size={config.train_size} exceeds the {len(x)} training images left after "
+                       f"the validation split.")
+    x, y = x[: config.train_size], y[: config.train_size]
+  if config.test_size:
+    xt, yt = xt[: config.test_size], yt[: config.test_size]
+  return MnistSplits(x, y, xv, yv, xt, yt)
