@@ -18,7 +18,7 @@ from benchmarks._common import emit, time_call
 from jaxhw import hessian as H
 from jaxhw.data import load_mnist
 from jaxhw.metrics import cross_entropy
-from jaxhw.models import lenet_apply, lenet_init, mlp_apply, mlp_init
+from jaxhw.models import LeNet5, mlp_apply, mlp_init
 
 
 def _ratio(apply_fn, params, x, y, repeats):
@@ -39,8 +39,9 @@ def main(argv=None) -> None:
   repeats = 20
   x, y = load_mnist("test")
   x, y = jnp.asarray(x[: args.batch]), jnp.asarray(y[: args.batch])
-  params = lenet_init(jax.random.key(0))
-  t_g, t_h, loss = _ratio(lenet_apply, params, x, y, repeats)
+  lenet = LeNet5()
+  params = lenet.init(jax.random.key(0), x[:1])["params"]
+  t_g, t_h, loss = _ratio(lambda p, xx: lenet.apply({"params": p}, xx), params, x, y, repeats)
   probes = 8
   tr = jax.jit(lambda p, k: H.hutchinson_trace(k, loss, p, probes, chunk=1).mean)
   t_tr = time_call(lambda: tr(params, jax.random.key(2)), repeats=max(5, repeats // 4))

@@ -22,15 +22,16 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
+import scipy.stats
 
 from jaxhw import faults as F
 from jaxhw import hessian as H
-from jaxhw.data import load_mnist, train_val_split
+from jaxhw.config import check_preset
+from jaxhw.data import MnistConfig, load_mnist_splits
 from jaxhw.metrics import batched_accuracy, cross_entropy, write_json
 from jaxhw.models import mlp_apply, mlp_init
-from jaxhw.report import Table, write_study_report
+from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
 
 # Paper figures (HAT spec section 4, read off the authors' plots, +-10 %): LeNet/MNIST 95-100 % RAD bin.
@@ -47,8 +48,8 @@ _ONE_SHOT = {"xla_backend_optimization_level": 0}
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-  val_size: int = 500            # held out of the 5k training subset (lambda selection)
+class DataConfig(MnistConfig):
+  val_size: int = 500            # held out of the 5k training subset (lambda selection), split per seed
   test_size: int = 10000         # clean accuracy
   sweep_images: int = 1000       # first test images used by the sweep and the attack's accuracy
   trace_images: int = 1000       # test images for Tr(H) and lambda_max
@@ -99,6 +100,7 @@ class HATStudyConfig:
 
 def get_config(preset: str = "quick") -> HATStudyConfig:
   """Presets: `smoke` (seconds, for tests), `quick` (minutes on 2 CPU cores), `full` (all 10k test images)."""
+  check_preset(preset)
   base = HATStudyConfig()
   if preset == "quick":
     return base
@@ -112,10 +114,8 @@ def get_config(preset: str = "quick") -> HATStudyConfig:
         eval=EvalConfig(sweep_params=48, trace_probes=4, eig_iters=5, attack_seeds=1, attack_iters=3,
                         random_draws=2),
         seeds=(0,))
-  if preset == "full":
-    return dataclasses.replace(base, data=dataclasses.replace(base.data, sweep_images=10000),
-                               eval=dataclasses.replace(base.eval, attack_seeds=5, attack_iters=100))
-  raise ValueError(f"preset={preset!r}; allowed: 'smoke', 'quick', 'full'")
+  return dataclasses.replace(base, data=dataclasses.replace(base.data, sweep_images=10000),
+                             eval=dataclasses.replace(base.eval, attack_seeds=5, attack_iters=100))
 
 
 def _loss_fns(config: HATStudyConfig, lam: float):
@@ -219,12 +219,6 @@ def _analyse(params, config, xs, ys, xt, yt, hfn, ev, seed, quiet):
   return out
 
 
-def _t95(n: int) -> float:
-  """Two-sided 95 % Student-t quantile with n - 1 degrees of freedom (n >= 2)."""
-  table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-  return table.get(n - 1, 1.96 + 2.5 / (n - 1))
-
-
 def _mean_ci(values) -> tuple[float, float, float, float]:
   """(mean, std, lo, hi): a t-based 95 % interval of the mean over seeds (zero width for one value)."""
   v = np.asarray(values, np.float64)
@@ -232,7 +226,7 @@ def _mean_ci(values) -> tuple[float, float, float, float]:
   if len(v) < 2:
     return m, 0.0, m, m
   sd = float(v.std(ddof=1))
-  h = _t95(len(v)) * sd / math.sqrt(len(v))
+  h = float(scipy.stats.t.ppf(0.975, len(v) - 1)) * sd / math.sqrt(len(v))
   return m, sd, m - h, m + h
 
 
@@ -340,20 +334,20 @@ def run(config: HATStudyConfig, workdir: Path, *, quiet: bool = True) -> dict:
   for m in config.methods.methods:
     if m not in METHODS:
       raise ValueError(f"methods contains {m!r}; allowed: {list(METHODS)}")
-  x5k, y5k = load_mnist("train")
-  xt, yt = load_mnist("test")
-  xt, yt = xt[: config.data.test_size], yt[: config.data.test_size]
+  first = load_mnist_splits(config.data, seed=config.seeds[0])  # the test set does not depend on the seed
+  xt, yt = first.x_test, first.y_test
   xs, ys = jnp.asarray(xt[: config.data.sweep_images]), jnp.asarray(yt[: config.data.sweep_images])
   xh, yh = jnp.asarray(xt[: config.data.trace_images]), jnp.asarray(yt[: config.data.trace_images])
   x_att, y_att = xt[config.data.sweep_images:], yt[config.data.sweep_images:]  # numpy: picked per attack seed
   apply_jit = jax.jit(mlp_apply)
-  init = jax.jit(mlp_init, static_argnums=1, compiler_options=_ONE_SHOT)
+  init = jax.jit(mlp_init, static_argnums=1, compiler_options=_ONE_SHOT)  # a pure wrapper of MLP.init
   hfn = _hessian_fn(config, xh, yh)
   ev_jit = jax.jit(lambda p, xx, yy: jnp.mean(jnp.argmax(mlp_apply(p, xx), -1) == yy))
   ev = lambda p: ev_jit(p, xs, ys)  # noqa: E731
   per_seed, lam_log, chosen = [], [], None
   for k, seed in enumerate(config.seeds):
-    x, y, xv, yv = train_val_split(x5k, y5k, config.data.val_size, seed=seed)
+    split = load_mnist_splits(config.data, seed=seed)
+    x, y, xv, yv = split.x_train, split.y_train, split.x_val, split.y_val
     params0 = init(jax.random.key(seed), tuple(config.model.sizes))
     rows = {}
     for method in config.methods.methods:
@@ -414,7 +408,8 @@ def run(config: HATStudyConfig, workdir: Path, *, quiet: bool = True) -> dict:
 
 def _plots(workdir: Path, rows: dict, config: HATStudyConfig) -> list[str]:
   names = []
-  fig, ax = plt.subplots(figsize=(10, 4))
+  fig = figure(figsize=(10, 4))
+  ax = fig.subplots()
   w = 0.8 / max(1, len(rows))
   for k, (m, r) in enumerate(rows.items()):
     counts = np.asarray([r["histogram"][lab] for lab in F.HIST_LABELS])
@@ -426,10 +421,10 @@ def _plots(workdir: Path, rows: dict, config: HATStudyConfig) -> list[str]:
   ax.legend(fontsize=8)
   fig.subplots_adjust(left=0.07, right=0.98, bottom=0.22, top=0.92)
   fig.savefig(workdir / "rad_histogram.png", dpi=100)
-  plt.close(fig)
   names.append("rad_histogram.png")
 
-  fig, ax = plt.subplots(figsize=(10, 4))
+  fig = figure(figsize=(10, 4))
+  ax = fig.subplots()
   for k, (m, r) in enumerate(rows.items()):
     ax.bar(np.arange(32) + k * w, r["per_bit"], width=w, label=m)
   ax.set(xlabel="bit position (0 = LSB, 31 = sign, 30 = exponent MSB)", ylabel="catastrophic flips",
@@ -437,10 +432,10 @@ def _plots(workdir: Path, rows: dict, config: HATStudyConfig) -> list[str]:
   ax.legend(fontsize=8)
   fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.92)
   fig.savefig(workdir / "per_bit.png", dpi=100)
-  plt.close(fig)
   names.append("per_bit.png")
 
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig = figure(figsize=(7, 4))
+  ax = fig.subplots()
   for m, r in rows.items():
     for j, (nf, acc) in enumerate(r["attack_curves"]):
       ax.plot(nf, acc, marker=".", color=f"C{list(rows).index(m)}", label=m if j == 0 else None)
@@ -450,7 +445,6 @@ def _plots(workdir: Path, rows: dict, config: HATStudyConfig) -> list[str]:
   ax.legend(fontsize=8)
   fig.subplots_adjust(left=0.11, right=0.98, bottom=0.13, top=0.92)
   fig.savefig(workdir / "attack.png", dpi=100)
-  plt.close(fig)
   names.append("attack.png")
   return names
 

@@ -10,21 +10,20 @@ import time
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
+import jax.numpy as jnp
 
-from jaxhw.data import load_mnist, random_shift
+from jaxhw.config import check_preset
+from jaxhw.data import MnistConfig, load_mnist_splits, random_shift
 from jaxhw.metrics import accuracy, batched_accuracy, cross_entropy, write_json
-from jaxhw.models import lenet_apply, lenet_init, mlp_apply, mlp_init
-from jaxhw.report import Table, write_study_report
+from jaxhw.models import LeNet5, mlp
+from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
 
 PAPER_ACCURACY = 0.9905  # LeCun et al. 1998, LeNet-5 on the full 60k training set (0.95% test error).
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-  train_size: int = 5000   # of the vendored 5k subset
-  test_size: int = 10000   # of the 10k test set
+class DataConfig(MnistConfig):
   max_shift: int = 2       # random translation augmentation, pixels (0: off)
 
 
@@ -48,35 +47,34 @@ class Config:
 
 def get_config(preset: str = "quick") -> Config:
   """Presets: ``smoke`` (seconds), ``quick`` (about a minute on 2 CPU cores), ``full`` (more epochs)."""
+  check_preset(preset)
   if preset == "smoke":
     return Config(data=DataConfig(train_size=512, test_size=500),
                   train=TrainConfig(steps=20, batch_size=64, lr=2e-3, log_every=5, checkpoint_every=10))
   if preset == "quick":
     return Config(train=TrainConfig(epochs=12, batch_size=64, lr=2e-3, schedule="cosine", log_every=20,
                                     eval_every=200, checkpoint_every=200))
-  if preset == "full":
-    return Config(train=TrainConfig(epochs=40, batch_size=64, lr=2e-3, schedule="cosine", log_every=20,
-                                    eval_every=500, checkpoint_every=500))
-  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+  return Config(train=TrainConfig(epochs=40, batch_size=64, lr=2e-3, schedule="cosine", log_every=20,
+                                  eval_every=500, checkpoint_every=500))
 
 
 def _model(config: Config):
-  if config.model.name == "lenet":
-    return lambda key: lenet_init(key), lenet_apply
-  sizes = (784, config.model.hidden, 10)
-  return lambda key: mlp_init(key, sizes), mlp_apply
+  return LeNet5() if config.model.name == "lenet" else mlp((784, config.model.hidden, 10))
 
 
 def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   """Trains the model, evaluates it on the test set and writes summary.json, the plot and report.md."""
   workdir = Path(workdir)
   t0 = time.perf_counter()
-  x, y = load_mnist("train")
-  x, y = x[: config.data.train_size], y[: config.data.train_size]
-  xt, yt = load_mnist("test")
-  xt, yt = xt[: config.data.test_size], yt[: config.data.test_size]
-  init, apply = _model(config)
+  data = load_mnist_splits(config.data, seed=config.seed)
+  x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
+  model = _model(config)
+
+  def apply(params, images):
+    return model.apply({"params": params}, images)
+
   apply_jit = jax.jit(apply)
+  params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *x.shape[1:]), jnp.float32))["params"]
 
   def loss_fn(params, batch, key, step):
     logits = apply(params, random_shift(key, batch[0], config.data.max_shift))
@@ -85,14 +83,15 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   def eval_fn(params):
     return {"test_accuracy": batched_accuracy(apply_jit, params, xt, yt)}
 
-  result = train(loss_fn, init(jax.random.key(config.seed)), (x, y), config.train, workdir, eval_fn=eval_fn,
+  result = train(loss_fn, params, (x, y), config.train, workdir, eval_fn=eval_fn,
                  fingerprint=dataclasses.asdict(config), quiet=quiet, desc="mnist_baseline")
   test_acc = result.final_eval["test_accuracy"]
   summary = {"test_accuracy": test_acc, "steps": result.steps, "wall_s": time.perf_counter() - t0,
              "step_ms": 1e3 * result.step_time_s, "paper_accuracy": PAPER_ACCURACY}
   write_json(workdir / "summary.json", summary)
 
-  fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+  fig = figure(figsize=(10, 3.5))
+  ax = fig.subplots(1, 2)
   steps = [r["step"] for r in result.history]
   ax[0].plot(steps, [r["loss"] for r in result.history])
   ax[0].set(xlabel="step", ylabel="train loss (batch)", yscale="log", title="training loss")
@@ -104,7 +103,6 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   ax[1].legend()
   fig.tight_layout()
   fig.savefig(workdir / "training.png", dpi=100)
-  plt.close(fig)
 
   scale = f"MNIST, {len(x):,} train images (vendored subset), {len(xt):,} test images"
   write_study_report(

@@ -8,6 +8,7 @@ altered, raises `CheckpointError` and is left on disk untouched; earlier good st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,7 +19,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-logging.getLogger("absl").setLevel(logging.ERROR)
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Silences orbax's absl INFO lines for the duration of one call, then restores the caller's level."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 PyTree = Any
 
@@ -69,7 +80,8 @@ class Checkpointer:
     self.fingerprint = fingerprint or {}
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    with _quiet_orbax():
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -88,14 +100,16 @@ class Checkpointer:
     host_state = jax.device_get(state)
     meta = {"fingerprint": self.fingerprint, "signature": tree_signature(host_state),
             "digest": tree_digest(host_state), "extra": extra or {}}
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
-                                                     meta=ocp.args.JsonSave(meta)))
+    with _quiet_orbax():
+      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host_state),
+                                                       meta=ocp.args.JsonSave(meta)))
     self._manager.wait_until_finished()
     return self.step_path(step)
 
   def _read_meta(self, step: int) -> dict[str, Any]:
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      with _quiet_orbax():
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
       return restored["meta"]
     except Exception as e:  # noqa: BLE001 - any failure to read means the checkpoint is unusable
       raise CheckpointError(self._refusal(step, f"its metadata cannot be read ({type(e).__name__}: {e})")) from e
@@ -139,7 +153,8 @@ class Checkpointer:
       raise CheckpointError(self._refusal(step, "its arrays do not match this model:\n  " + "\n  ".join(lines[:10])))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+      with _quiet_orbax():
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
       state = jax.device_get(restored["state"])
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(self._refusal(step, f"its array files cannot be read ({type(e).__name__}: {e})")) from e

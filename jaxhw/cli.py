@@ -14,6 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
+from jaxhw.config import PRESETS
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 143
 
 _EPILOG = """examples:
@@ -52,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
   def common(p, *, preset=True):
     if preset:
-      p.add_argument("--preset", default="quick", choices=("smoke", "quick", "full"),
+      p.add_argument("--preset", default="quick", choices=PRESETS,
                      help="scale: smoke (seconds, for tests), quick (minutes on 2 CPU cores, default), "
                           "full (the paper's scale; needs an accelerator and tfds data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -13,6 +13,17 @@ class ConfigError(ValueError):
   """A config override names an unknown key or has a value of the wrong type."""
 
 
+#: The preset names every study accepts: the CLI's choices and each study's `get_config` read this one tuple.
+PRESETS = ("smoke", "quick", "full")
+
+
+def check_preset(preset: str) -> str:
+  """Returns `preset` if it is one of `PRESETS`, else raises a `ConfigError` listing them."""
+  if preset not in PRESETS:
+    raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
+  return preset
+
+
 def leaf_keys(config: Any, prefix: str = "") -> list[str]:
   """All dotted keys of the non-dataclass fields of a (nested) dataclass config."""
   keys = []

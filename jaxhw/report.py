@@ -17,11 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from jaxhw.metrics import to_jsonable, write_json
 
-from jaxhw.metrics import to_jsonable, write_json  # noqa: E402
+
+def figure(**kwargs: Any) -> Figure:
+  """A matplotlib `Figure` drawn without pyplot, so reports never touch the user's backend or global state.
+
+  Use ``ax = fig.subplots(...)``, then ``fig.savefig(path)``; no ``close`` is needed.
+  """
+  return Figure(**kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from jaxhw.config import ConfigError, apply_overrides, config_to_dict, leaf_keys
+from jaxhw.config import PRESETS, ConfigError, apply_overrides, check_preset, config_to_dict, leaf_keys  # noqa: F401
 from jaxhw.metrics import write_json
-
-PRESETS = ("smoke", "quick", "full")
 
 
 class UnknownStudyError(ValueError):
@@ -21,17 +19,11 @@ class UnknownStudyError(ValueError):
 
 
 def list_studies() -> list[str]:
-  """Names of the modules in ``experiments/`` that define ``get_config`` and ``run``."""
+  """Names of the study modules in ``experiments/`` (found without importing them, so one broken study does not
+  stop the others from running)."""
   import experiments
 
-  names = []
-  for info in pkgutil.iter_modules(experiments.__path__):
-    if info.name.startswith("_"):
-      continue
-    module = importlib.import_module(f"experiments.{info.name}")
-    if callable(getattr(module, "get_config", None)) and callable(getattr(module, "run", None)):
-      names.append(info.name)
-  return sorted(names)
+  return sorted(info.name for info in pkgutil.iter_modules(experiments.__path__) if not info.name.startswith("_"))
 
 
 def load_study(name: str) -> ModuleType:
@@ -39,7 +31,11 @@ def load_study(name: str) -> ModuleType:
   known = list_studies()
   if name not in known:
     raise UnknownStudyError(f"unknown study {name!r}. Known studies: {', '.join(known)}")
-  return importlib.import_module(f"experiments.{name}")
+  module = importlib.import_module(f"experiments.{name}")
+  if not (callable(getattr(module, "get_config", None)) and callable(getattr(module, "run", None))):
+    raise UnknownStudyError(f"experiments/{name}.py is not a study: it must define get_config(preset) and "
+                            f"run(config, workdir, *, quiet).")
+  return module
 
 
 def study_summary(module: ModuleType) -> str:
@@ -49,8 +45,7 @@ def study_summary(module: ModuleType) -> str:
 
 def make_config(name: str, preset: str = "quick", overrides: dict[str, str] | None = None) -> Any:
   """The config of study `name` at `preset` with `overrides` applied."""
-  if preset not in PRESETS:
-    raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
+  check_preset(preset)
   return apply_overrides(load_study(name).get_config(preset), overrides or {})
 
 

@@ -62,7 +62,7 @@ def test_other_config_or_shape_is_refused(tmp_path):
   Checkpointer(tmp_path, fingerprint={"lr": 0.1}).save(1, _state(1))
   with pytest.raises(CheckpointError, match=r"different config:\n  lr: checkpoint has 0.1, this run has 0.2"):
     Checkpointer(tmp_path, fingerprint={"lr": 0.2}).restore(_state(0))
-  with pytest.raises(CheckpointError, match=r"(?s)do not match this model.*dense0.*\(3, 4\).*\(3, 8\)"):
+  with pytest.raises(CheckpointError, match=r"(?s)do not match this model.*Dense_0.*\(3, 4\).*\(3, 8\)"):
     Checkpointer(tmp_path, fingerprint={"lr": 0.1}).restore(_state(0, width=8))
   assert (tmp_path / "1").is_dir()
 

@@ -1,7 +1,7 @@
 """Tests for single-bit sweeps and the bit-flip attack (HAT spec section 7, oracles 6, 7, 14, 15).
 
 One 3-layer MLP (16-8-6-4) serves every sweep test, so the first two layers exercise both fast paths of
-structure="mlp" (exact rank-one suffix update for dense0, correct-class intervals for dense1 and dense2) and the
+structure="mlp" (exact rank-one suffix update for Dense_0, correct-class intervals for Dense_1 and Dense_2) and the
 jitted chunk drivers compiled by one test are reused by the next (same shapes, same chunk size).
 """
 
@@ -18,8 +18,8 @@ CHUNK = 256
 
 def _mlp_np(seed, sizes):
   rng = np.random.default_rng(seed)
-  return {f"dense{i}": {"w": (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32),
-                        "b": (0.1 * rng.normal(size=b)).astype(np.float32)}
+  return {f"Dense_{i}": {"kernel": (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32),
+                         "bias": (0.1 * rng.normal(size=b)).astype(np.float32)}
           for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}
 
 
@@ -27,7 +27,7 @@ def _apply(p, x):
   h = x.reshape(x.shape[0], -1)
   n = len(p)
   for i in range(n):
-    h = h @ p[f"dense{i}"]["w"] + p[f"dense{i}"]["b"]
+    h = h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"]
     if i < n - 1:
       h = jax.nn.relu(h)
   return h
@@ -38,7 +38,7 @@ def _np_forward(p, x):
   n = len(p)
   with np.errstate(all="ignore"):
     for i in range(n):
-      h = h @ p[f"dense{i}"]["w"] + p[f"dense{i}"]["b"]
+      h = h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"]
       if i < n - 1:
         h = np.maximum(h, 0)
   return h
@@ -59,7 +59,7 @@ def _np_correct_loss(p, x, y):
 @pytest.fixture(scope="module")
 def setup():
   pn = _mlp_np(0, SIZES)
-  pn["dense0"]["w"][0, 0], pn["dense0"]["w"][1, 1] = 1.25, -1.5  # their bit-30 flips give +inf / NaN
+  pn["Dense_0"]["kernel"][0, 0], pn["Dense_0"]["kernel"][1, 1] = 1.25, -1.5  # their bit-30 flips give +inf / NaN
   rng = np.random.default_rng(1)
   x = rng.normal(size=(1000, SIZES[0])).astype(np.float32)
   pred = np.argmax(_np_forward(pn, x), -1)
@@ -68,8 +68,8 @@ def setup():
   fl_all = F.all_flips(p)
   pick = rng.choice(len(fl_all.leaf), 2000, replace=False)
   paths = ["/".join(k.key for k in pa) for pa, _ in jax.tree_util.tree_flatten_with_path(p)[0]]
-  b30 = F.all_flips(p, leaves=["dense0/w"], bits=[30])
-  assert np.all(b30.leaf == paths.index("dense0/w"))
+  b30 = F.all_flips(p, leaves=["Dense_0/kernel"], bits=[30])
+  assert np.all(b30.leaf == paths.index("Dense_0/kernel"))
   flips = F.Flips(np.concatenate([fl_all.leaf[pick], b30.leaf]), np.concatenate([fl_all.index[pick], b30.index]),
                   np.concatenate([fl_all.bit[pick], b30.bit]))
   ref, ref_loss, ref_nf = [], [], []
@@ -86,7 +86,7 @@ def setup():
 
 def _sweep(setup, **kw):
   p, x, y, flips = setup[:4]
-  return F.single_bit_sweep(_apply, p, x, y, flips=flips, layers=F.mlp_layers(3), chunk=CHUNK, **kw)
+  return F.single_bit_sweep(_apply, p, x, y, flips=flips, layers=F.mlp_layers(["Dense_0", "Dense_1", "Dense_2"]), chunk=CHUNK, **kw)
 
 
 @pytest.mark.parametrize("structure,with_loss", [("mlp", False), ("mlp", True), ("layers", False),
@@ -95,9 +95,9 @@ def test_sweep_matches_numpy_reference(setup, structure, with_loss):
   p, x, y, flips, ref, ref_loss, ref_nf = setup
   if structure in ("full", "layers"):
     # The generic drivers compile once per leaf: check them on the first and the last layer's weights (the
-    # bit-30 flips of dense0/w included), which covers an empty and a full prefix for structure="layers".
+    # bit-30 flips of Dense_0/kernel included), which covers an empty and a full prefix for structure="layers".
     paths = ["/".join(k.key for k in pa) for pa, _ in jax.tree_util.tree_flatten_with_path(p)[0]]
-    keep = np.isin(flips.leaf, [paths.index("dense0/w"), paths.index("dense2/w")])
+    keep = np.isin(flips.leaf, [paths.index("Dense_0/kernel"), paths.index("Dense_2/kernel")])
     flips, ref, ref_loss, ref_nf = F.Flips(*(a[keep] for a in flips)), ref[keep], ref_loss[keep], ref_nf[keep]
     setup = (p, x, y, flips)
   r = _sweep(setup, structure=structure, nonfinite="evaluate", with_loss=with_loss)
@@ -131,9 +131,9 @@ def test_screening_agrees_on_large_drops(setup):
 def test_nan_parameter_no_exception(setup):
   p, x, y = setup[:3]
   p = jax.tree.map(lambda a: a, p)
-  p["dense2"] = dict(p["dense2"], b=p["dense2"]["b"].at[0].set(1.5))
+  p["Dense_2"] = dict(p["Dense_2"], bias=p["Dense_2"]["bias"].at[0].set(1.5))
   leaf = [i for i, (pa, _) in enumerate(jax.tree_util.tree_flatten_with_path(p)[0])
-          if "/".join(k.key for k in pa) == "dense2/b"][0]
+          if "/".join(k.key for k in pa) == "Dense_2/bias"][0]
   fl = F.Flips(np.array([leaf, leaf]), np.array([0, 1]), np.array([30, 3]))  # bit 30 of 1.5 is NaN
   for structure in ("mlp", "full"):
     r = F.single_bit_sweep(_apply, p, x, y, flips=fl, structure=structure, chunk=CHUNK, with_loss=False)
@@ -160,7 +160,7 @@ def test_chunks_compile_once(setup):
     traces.append(1)
     return _apply(pp, xx)
 
-  fl = F.all_flips(p, leaves=["dense0/w"], bits=[30, 31, 22])  # 384 flips, 6 chunks of 64 (one leaf)
+  fl = F.all_flips(p, leaves=["Dense_0/kernel"], bits=[30, 31, 22])  # 384 flips, 6 chunks of 64 (one leaf)
   F.single_bit_sweep(counted, p, x, y, flips=fl, structure="full", chunk=64)
   assert len(traces) == 3  # eval_shape, the clean eval, and ONE trace of the chunk function for 6 chunks
   F.single_bit_sweep(counted, p, x, y, flips=F.Flips(*(a[:320] for a in fl)), structure="full", chunk=64)

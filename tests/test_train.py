@@ -6,13 +6,14 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxhw.data import synthetic_classification
-from jaxhw.metrics import cross_entropy
+from jaxhw.metrics import accuracy, cross_entropy
 from jaxhw.models import mlp_apply, mlp_init
 from jaxhw.train import NonFiniteLossError, TrainConfig, make_optimizer, train
 
@@ -126,7 +127,7 @@ def test_every_optimizer_reduces_the_loss(name):
   result = train(loss_fn, params, (x, y), config)
   assert float(cross_entropy(mlp_apply(result.params, x), y)) < 0.7 * before
   # the caller's params are not donated away
-  assert np.isfinite(np.asarray(params["dense0"]["w"])).all()
+  assert np.isfinite(np.asarray(params["Dense_0"]["kernel"])).all()
 
 
 def test_bad_train_config_names_the_field():
@@ -135,3 +136,70 @@ def test_bad_train_config_names_the_field():
   with pytest.raises(ValueError, match="train.batch_size"):
     TrainConfig(batch_size=0)
   assert make_optimizer(TrainConfig(schedule="warmup_cosine", warmup_steps=5), 50) is not None
+
+
+class _BNNet(nn.Module):
+  """Dense -> BatchNorm -> ReLU -> Dense: a model with a mutable ``batch_stats`` collection."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.8)(nn.Dense(16)(x)))
+    return nn.Dense(3)(h)
+
+
+class _SeededStream:
+  """A resumable stream that is not an array iterator: batch k is drawn from (seed, k), position = k."""
+
+  def __init__(self, seed: int, batch: int = 32):
+    self.seed, self.batch, self.k = seed, batch, 0
+
+  def __next__(self):
+    rng = np.random.default_rng([self.seed, self.k])
+    self.k += 1
+    x = rng.normal(size=(self.batch, 8)).astype(np.float32)
+    return {"x": x, "y": (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 1).astype(np.int32)}
+
+  def get_state(self):
+    return {"k": self.k}
+
+  def set_state(self, state):
+    self.k = int(state["k"])
+
+
+def _bn_run(workdir, steps, total_for_fingerprint=24):
+  model = _BNNet()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8)))
+
+  def loss_fn(params, model_state, batch, key, step):
+    logits, new = model.apply({"params": params, **model_state}, batch["x"], train=True, mutable=["batch_stats"])
+    return cross_entropy(logits, batch["y"]), ({}, new)
+
+  def eval_fn(params, model_state):
+    stream = _SeededStream(99, 256)
+    batch = next(stream)
+    return {"accuracy": float(accuracy(model.apply({"params": params, **model_state}, batch["x"]), batch["y"]))}
+
+  config = TrainConfig(steps=steps, lr=1e-2, log_every=4, checkpoint_every=4)
+  return train(loss_fn, variables["params"], _SeededStream(7), config, workdir,
+               model_state={"batch_stats": variables["batch_stats"]}, eval_fn=eval_fn,
+               fingerprint={"run": "bn", "total": total_for_fingerprint})
+
+
+def test_resume_carries_batch_norm_state_and_stream_position(tmp_path):
+  full = _bn_run(tmp_path / "full", 24)
+  _bn_run(tmp_path / "split", 12)   # stops after 12 steps, as an interrupted run would
+  resumed = _bn_run(tmp_path / "split", 24)
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, full.params)
+  jax.tree.map(np.testing.assert_array_equal, resumed.model_state, full.model_state)
+  assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+  # the running statistics really moved, and eval saw them
+  assert not np.allclose(np.asarray(full.model_state["batch_stats"]["BatchNorm_0"]["var"]), 1.0)
+  assert full.final_eval["accuracy"] > 0.6
+
+
+def test_stream_without_size_needs_steps():
+  with pytest.raises(ValueError, match="train.steps must be set"):
+    train(lambda p, b, k, s: (jnp.sum(p["w"]), {}), {"w": jnp.zeros(2)}, _SeededStream(0),
+          TrainConfig(epochs=1))
+  with pytest.raises(TypeError, match="Stream"):
+    train(lambda p, b, k, s: (jnp.sum(p["w"]), {}), {"w": jnp.zeros(2)}, iter([1, 2]), TrainConfig(steps=2))

@@ -9,8 +9,7 @@ from jaxhw.data.synthetic import synthetic_classification
 from jaxhw.data.tfds_adapter import DatasetNotPreparedError, tfds_arrays, tfds_source
 
 __all__ = [
-    "BabiExample", "BatchIterator", "MnistConfig", "MnistSplits", "load_mnist_splits", "Stream", "DatasetNotPreparedError", "MissingDataError", "load_babi", "load_mnist",
-    "parse_babi", "random_shift", "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize",
-    "train_val_split",
-    "vendored_path",
+    "BabiExample", "BatchIterator", "DatasetNotPreparedError", "MissingDataError", "MnistConfig", "MnistSplits",
+    "Stream", "load_babi", "load_mnist", "load_mnist_splits", "parse_babi", "random_shift",
+    "synthetic_classification", "tfds_arrays", "tfds_source", "tokenize", "train_val_split", "vendored_path",
 ]

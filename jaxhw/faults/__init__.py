@@ -50,6 +50,7 @@ from jaxhw.faults.sweep import (
                                  SampledSweep,
                                  SweepResult,
                                  all_flips,
+                                 dense_chain,
                                  mlp_layers,
                                  sample_flips,
                                  sampled_sweep,
@@ -63,7 +64,7 @@ __all__ = [
     "random_bit_flips", "HIST_LABELS", "relative_accuracy_drop", "catastrophic_bits", "erratic_params",
     "rad_histogram", "counts_per_bit", "wilson_interval", "stratified_total",
     "stratified_unit_total", "Flips", "SweepResult",
-    "SampledSweep", "all_flips", "sample_flips", "single_bit_sweep", "sampled_sweep", "mlp_layers",
+    "SampledSweep", "all_flips", "sample_flips", "single_bit_sweep", "sampled_sweep", "mlp_layers", "dense_chain",
     "AttackResult", "quantize_params", "dequantize_params", "bit_flip_attack", "random_int8_flips",
     "flips_to_accuracy",
 ]

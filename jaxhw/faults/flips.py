@@ -6,14 +6,15 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Int, PRNGKeyArray
+from jaxtyping import Array, Int
 
+from jaxhw.effects import ParamTransform
 from jaxhw.faults import _tree
 from jaxhw.faults.bits import ALL_BITS, bit_mask, from_bits, layout_of, resolve_bits, to_bits
 
@@ -22,13 +23,6 @@ __all__ = ["flip_bit", "flip_bits", "flip_array", "random_bit_flips", "RandomBit
 _MAX_DRAWS = 1 << 24  # Bernoulli draws materialized at once
 
 PyTree = object
-
-
-class ParamTransform(NamedTuple):
-  """An `(init, apply)` pair acting on a parameter pytree; `apply(params, state, key) -> (params, state)`."""
-
-  init: Callable[[PyTree], PyTree]
-  apply: Callable[[PyTree, PyTree, PRNGKeyArray], tuple[PyTree, PyTree]]
 
 
 def _check_bit(bit, width: int) -> None:

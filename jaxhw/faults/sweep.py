@@ -8,7 +8,9 @@ fetched once, so there is no host round trip per chunk and one compilation serve
 * `"full"`: any `apply_fn`; the flip is applied inside the mapped function (memory: chunk x |leaf|).
 * `"layers"`: a model given as a list of layers; a flip in layer l leaves the activations before l unchanged, so
   they are computed once (prefix caching) and only layers l.. are re-run.
-* `"mlp"`: dense MLPs `{"dense0": {"w", "b"}, ...}` (the bias is one more row of W fed by a constant 1): a flip of
+* `"mlp"`: dense MLPs, e.g. a `jaxhw.models.MLP`'s params `{"Dense_0": {"kernel", "bias"}, ...}`, layers taken
+  in the order given by `layers` (paths) or, by default, the params' own order when the kernel shapes chain
+  (the bias is one more row of W fed by a constant 1): a flip of
   W_l[i, j] changes one pre-activation column by `delta * a_l[:, i]` (rank one), so the next layer's
   pre-activation is updated in O(N x C) instead of a forward pass. Without the loss, flips in the last two layers
   move the logits along a fixed direction (W_out[j] or a unit vector), so whether example n stays correct is a
@@ -52,6 +54,7 @@ __all__ = [
     "single_bit_sweep",
     "sampled_sweep",
     "mlp_layers",
+    "dense_chain",
 ]
 
 Layer = tuple[str | None, Callable]
@@ -231,23 +234,74 @@ def _layers_chunks(params, h_in, y, idx, bit, n, *, layers, l, k, with_loss):
   return _loop_chunks(one, idx, bit, n)
 
 
-def mlp_layers(num_layers: int, activation: Callable = jax.nn.relu) -> list[Layer]:
-  """An MLP `{"dense0", ..., "dense{L-1}"}` (as `jaxhw.models.mlp_apply`) written as a layer list."""
+def mlp_layers(paths: Sequence[str], activation: Callable = jax.nn.relu) -> list[Layer]:
+  """Dense layers at params `paths` (in forward order, e.g. ``jaxhw.models.dense_paths(3)``) as a layer list for
+  structure="layers": each flattens its input, applies ``kernel``/``bias``, and all but the last `activation`."""
 
   def dense(last):
     def f(p, h):
-      h = h.reshape(h.shape[0], -1) @ p["w"] + p["b"]
+      h = h.reshape(h.shape[0], -1) @ p["kernel"] + p["bias"]
       return h if last else activation(h)
     return f
 
-  return [(f"dense{i}", dense(i == num_layers - 1)) for i in range(num_layers)]
+  return [(path, dense(i == len(paths) - 1)) for i, path in enumerate(paths)]
+
+
+def dense_chain(params, order: Sequence[str] | None = None) -> list[tuple[str, ...]]:
+  """The layer paths of a dense MLP's params in forward order.
+
+  Args:
+    params: ``{path: {"kernel": [in, out], "bias": [out]}}`` (nested paths allowed when `order` is given).
+    order: layer paths (``"a/b"`` strings or tuples) in forward order; default the params' top-level keys in
+      their own order, which must chain (each kernel's input width is the previous one's output width).
+
+  Returns:
+    Paths as tuples.
+
+  Raises:
+    ValueError: a layer without exactly a 2-d ``kernel`` and a ``bias`` of its dtype, or widths that do not chain.
+  """
+  if order is not None:  # a structure="layers" list [(path, fn)] names its paths too
+    order = [o[0] if isinstance(o, tuple) and o and callable(o[-1]) else o for o in order]
+  paths = [_tree.norm_path(o, argname="layers") for o in order] if order is not None else [(k,) for k in params]
+  shapes = []
+  for path in paths:
+    node = params
+    for k in path:
+      if not isinstance(node, dict) or k not in node:
+        raise ValueError(f"structure='mlp': layer {_tree.path_str(path)!r} is not in params (top-level keys: "
+                         f"{sorted(params)})")
+      node = node[k]
+    if not isinstance(node, dict) or set(node) != {"kernel", "bias"}:
+      raise ValueError(f"structure='mlp' needs {{'kernel', 'bias'}} at each layer; {_tree.path_str(path)!r} holds "
+                       f"{sorted(node) if isinstance(node, dict) else type(node).__name__}")
+    w, b = node["kernel"], node["bias"]
+    if w.ndim != 2 or w.dtype != b.dtype:
+      raise ValueError(f"structure='mlp' needs a 2-d kernel and a bias of the same dtype in "
+                       f"{_tree.path_str(path)}; got {w.dtype}{list(w.shape)}, {b.dtype}")
+    shapes.append(w.shape)
+  for (p0, s0), (p1, s1) in zip(zip(paths, shapes), zip(paths[1:], shapes[1:])):
+    if s0[1] != s1[0]:
+      raise ValueError(f"structure='mlp': layer {_tree.path_str(p1)} (input width {s1[0]}) does not follow "
+                       f"{_tree.path_str(p0)} (output width {s0[1]}); pass layers=[paths in forward order]")
+  return paths
+
+
+def _dense_list(params, paths) -> list[dict]:
+  out = []
+  for path in paths:
+    node = params
+    for k in path:
+      node = node[k]
+    out.append({"w": node["kernel"], "b": node["bias"]})
+  return out
 
 
 def _mlp_cache(params, x, activation):
   L = len(params)
   a, z = [x.reshape(x.shape[0], -1)], []
   for m in range(L):
-    z.append(a[m] @ params[f"dense{m}"]["w"] + params[f"dense{m}"]["b"])
+    z.append(a[m] @ params[m]["w"] + params[m]["b"])
     if m < L - 1:
       a.append(activation(z[m]))
   return a, z
@@ -272,9 +326,9 @@ def _mlp_chunks(params, a, z, a_ext, w_ext, y, idx, bit, n, *, l, activation, wi
       logits = z[l].at[j].set(zj).T
     else:
       d = activation(zj) - a[l + 1][j]
-      h = z[l + 1].T + d[:, None] * params[f"dense{l + 1}"]["w"][j, :][None, :]
+      h = z[l + 1].T + d[:, None] * params[l + 1]["w"][j, :][None, :]
       for m in range(l + 2, L):
-        h = activation(h) @ params[f"dense{m}"]["w"] + params[f"dense{m}"]["b"]
+        h = activation(h) @ params[m]["w"] + params[m]["b"]
       logits = h
     c, loss = _metrics(logits, y, with_loss)
     return c, loss, nonfinite
@@ -345,7 +399,7 @@ def _mlp_prepare(params, x, y, *, activation):
   ok0 = (jnp.argmax(logits, -1) == y) & jnp.all(jnp.isfinite(logits), -1)
   a, z = [t.T for t in a], [t.T for t in z]
   a_ext = [jnp.concatenate([t, jnp.ones((1, t.shape[1]), t.dtype)]) for t in a]
-  w_ext = [jnp.concatenate([params[f"dense{m}"]["w"], params[f"dense{m}"]["b"][None, :]]) for m in range(L)]
+  w_ext = [jnp.concatenate([params[m]["w"], params[m]["b"][None, :]]) for m in range(L)]
   amax = [jnp.max(jnp.abs(t), axis=1) for t in a_ext]
   return {"a": a, "z": z, "ok0": ok0, "a_ext": a_ext, "w_ext": w_ext, "amax": amax}
 
@@ -354,14 +408,8 @@ class _MLPCache:
   """The shared arrays of structure="mlp" (see `_mlp_prepare`), plus host copies for routing flips."""
 
   def __init__(self, params, x, y, activation):
+    """`params` is the list of ``{"w", "b"}`` dicts of the layers in forward order (see `dense_chain`)."""
     L = len(params)
-    names = [f"dense{i}" for i in range(L)]
-    if set(params) != set(names) or any(set(params[nm]) != {"w", "b"} for nm in names):
-      raise ValueError(f"structure='mlp' needs params {{'dense0': {{'w', 'b'}}, ...}}; got keys {sorted(params)}")
-    for nm in names:
-      if params[nm]["w"].ndim != 2 or params[nm]["w"].dtype != params[nm]["b"].dtype:
-        raise ValueError(f"structure='mlp' needs a 2-d w and a b of the same dtype in {nm}; got "
-                         f"{params[nm]['w'].dtype}{list(params[nm]['w'].shape)}, {params[nm]['b'].dtype}")
     self.params, self.y, self.activation, self.L = params, y, activation, L
     c = _mlp_prepare(params, x, y, activation=activation)
     self.a, self.z, self.ok0, self.a_ext, self.w_ext = c["a"], c["z"], c["ok0"], c["a_ext"], c["w_ext"]
@@ -396,7 +444,7 @@ class _Sweeper:
   and ("mlp_interval", layer) (last two layers, no loss) for structure="mlp".
   """
 
-  def __init__(self, apply_fn, params, x, y, structure, layers, activation, with_loss=True):
+  def __init__(self, apply_fn, params, x, y, structure, layers, activation, with_loss=True, mlp_order=None):
     self.with_loss = with_loss
     if structure not in ("full", "layers", "mlp"):
       raise ValueError(f"structure={structure!r}; allowed: 'full', 'layers', 'mlp'")
@@ -407,23 +455,31 @@ class _Sweeper:
     self.x, self.y = jnp.asarray(x), jnp.asarray(y, jnp.int32)
     self.paths = [p for p, _ in _tree.leaf_paths(params)]
     self.fns = {}
-    self.mlp = _MLPCache(params, self.x, self.y, activation) if structure == "mlp" else None
+    self.mlp = None
+    if structure == "mlp":
+      order = dense_chain(params, mlp_order)
+      self.plist = _dense_list(params, order)
+      self.mlp = _MLPCache(self.plist, self.x, self.y, activation)
+      # leaf id -> (layer, is_bias)
+      self.mlp_leaf = {i: (order.index(p[:-1]), p[-1] == "bias") for i, p in enumerate(self.paths)
+                       if p[:-1] in order}
 
   def assign(self, leaf_id: int, index: np.ndarray, bit: np.ndarray) -> list[tuple[np.ndarray, tuple, np.ndarray]]:
     """[(mask over these flips, group key, index within the group's array)]."""
     if self.structure != "mlp":
       return [(np.ones(len(index), bool), (self.structure, leaf_id), index)]
-    top, kind = self.paths[leaf_id]
-    l = int(top[len("dense"):])
+    if leaf_id not in self.mlp_leaf:
+      raise ValueError(f"structure='mlp': leaf {_tree.path_str(self.paths[leaf_id])} is in no dense layer")
+    l, is_bias = self.mlp_leaf[leaf_id]
     w_np, amax = self.mlp.w_np[l], self.mlp.amax[l]
     n_in, out_dim = w_np.shape[0] - 1, w_np.shape[1]
-    ext = index + (n_in * out_dim if kind == "b" else 0)
+    ext = index + (n_in * out_dim if is_bias else 0)
     everything = np.ones(len(index), bool)
     if self.with_loss or l < self.mlp.L - 2 or w_np.dtype != np.float32:
       return [(everything, ("mlp", l), ext)]
     old = w_np.reshape(-1)[ext]
     new = (old.view(np.uint32) ^ (np.uint32(1) << bit.astype(np.uint32))).view(np.float32)
-    gain = (np.max(np.abs(np.asarray(self.params[f"dense{self.mlp.L - 1}"]["w"], np.float64)), axis=1)
+    gain = (np.max(np.abs(np.asarray(self.plist[self.mlp.L - 1]["w"], np.float64)), axis=1)
             if l == self.mlp.L - 2 else np.ones(out_dim))
     with np.errstate(all="ignore"):
       delta = new.astype(np.float64) - old.astype(np.float64)
@@ -444,7 +500,7 @@ class _Sweeper:
         m = self.mlp
         a_ext, w_ext = m.a_ext[k], m.w_ext[k]
         if kind == "mlp":
-          f = functools.partial(_mlp_chunks, params, m.a, m.z, a_ext, w_ext, y, l=k, activation=self.activation,
+          f = functools.partial(_mlp_chunks, self.plist, m.a, m.z, a_ext, w_ext, y, l=k, activation=self.activation,
                                 with_loss=self.with_loss)
         else:
           lo, hi = m.intervals(k)
@@ -534,7 +590,9 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
     bits: bit selection when `flips` is None.
     structure: "full", "layers" (prefix caching, needs `layers`) or "mlp" (rank-one suffix update; with
       with_loss=False, correct-class intervals for the last two layers).
-    layers: [(params key or None, fn(layer_params, h) -> h)], applied in order, the last giving logits.
+    layers: for structure="layers", [(params key or None, fn(layer_params, h) -> h)], applied in order, the last
+      giving logits; for structure="mlp", optionally the dense layers' params paths in forward order (default:
+      the params' own order, see `dense_chain`).
     activation: hidden activation for structure="mlp".
     chunk: flips per vmapped chunk K (static): an int, or {"mlp", "mlp_interval", "full", "layers": int}; default
       from the example count (about 16 MiB of intermediates per chunk).
@@ -582,7 +640,7 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
   if apply_fn is None:
     if structure != "mlp":
       raise ValueError("apply_fn is required unless structure='mlp'")
-    apply_fn = functools.partial(_mlp_forward, activation=activation)
+    apply_fn = functools.partial(_mlp_forward, activation=activation, order=tuple(dense_chain(params, layers)))
   n_cls = int(jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)).shape[-1])
 
   def clean_acc(xx, yy, sweeper=None):
@@ -600,7 +658,9 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
     nx = int(xx.shape[0])
     ch = chunk or {"mlp": _auto_chunk(nx, n_cls), "mlp_interval": _auto_chunk(nx, 4),
                    "full": _auto_chunk(nx, 2 * n_cls), "layers": _auto_chunk(nx, 2 * n_cls)}
-    sw = _Sweeper(apply_fn, params, xx, yy, structure, layers, activation, with_loss)
+    mlp = structure == "mlp"
+    sw = _Sweeper(apply_fn, params, xx, yy, structure, None if mlp else layers, activation, with_loss,
+                  mlp_order=layers if mlp else None)
     c, l, nf = _run(sw, fl, ch, progress)
     acc = c / xx.shape[0]
     if nonfinite == "catastrophic":
@@ -637,12 +697,12 @@ def _clean_metrics(params, x, y, *, apply_fn):
   return _metrics(apply_fn(params, x), y, False)
 
 
-def _mlp_forward(params, x, activation):
+def _mlp_forward(params, x, activation, order):
   h = x.reshape(x.shape[0], -1)
-  L = len(params)
-  for i in range(L):
-    h = h @ params[f"dense{i}"]["w"] + params[f"dense{i}"]["b"]
-    if i < L - 1:
+  layers = _dense_list(params, order)
+  for i, p in enumerate(layers):
+    h = h @ p["w"] + p["b"]
+    if i < len(layers) - 1:
       h = activation(h)
   return h
 

@@ -1,6 +1,16 @@
-"""Models as pure ``init(key, ...) -> params`` / ``apply(params, x) -> logits`` pairs on plain-dict pytrees."""
+"""Models as Flax Linen modules, used through their pure ``init(key, x)`` / ``apply(variables, x, ...)``.
 
-from jaxhw.models.lenet import conv2d, lenet_apply, lenet_init, max_pool
-from jaxhw.models.mlp import dense_init, mlp_apply, mlp_init
+Parameters are plain nested dicts in ``variables["params"]`` (batch-norm statistics in
+``variables["batch_stats"]``); a layer's identity is its path there (``"Dense_0"``, ``"ResNet/BasicBlock_0/Conv_1"``).
+No model imports a hardware package: effects attach from outside through `jaxhw.effects`.
+"""
 
-__all__ = ["conv2d", "dense_init", "lenet_apply", "lenet_init", "max_pool", "mlp_apply", "mlp_init"]
+from jaxhw.models.lenet import LeNet5
+from jaxhw.models.mlp import MLP, dense_paths, mlp, mlp_apply, mlp_init
+from jaxhw.models.resnet import BasicBlock, ResNet, resnet18
+from jaxhw.models.vgg import VGG, VGG_PLANS, vgg16
+
+__all__ = [
+    "MLP", "BasicBlock", "LeNet5", "ResNet", "VGG", "VGG_PLANS", "dense_paths", "mlp", "mlp_apply", "mlp_init",
+    "resnet18", "vgg16",
+]
