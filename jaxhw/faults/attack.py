@@ -2,7 +2,7 @@
 
 References:
   Rakin, He, Fan, "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019
-  (elliothe/BFA). HAT spec (shared/specs/hat_bitflip.md), section 2 "BFA / progressive bit search (int8)".
+  (Rakin, He, Fan, "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019, arXiv:1903.12269).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def bit_flip_attack(apply_fn: Callable, params, x_attack, y_attack, *, eval_fn: 
     AttackResult.
 
   References:
-    HAT spec, section 2 "BFA"; elliothe/BFA.
+    Rakin, He, Fan, "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019, arXiv:1903.12269.
   """
   if iterations < 0:
     raise ValueError(f"iterations={iterations}; allowed: >= 0")
@@ -230,7 +230,8 @@ def random_int8_flips(params, num_flips: int, *, eval_fn: Callable, draws: int =
     float array [draws] of eval accuracies.
 
   References:
-    HAT spec, section 2 "BFA", step 5 (random-flip baseline).
+    Rakin, He, Fan, "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019,
+      arXiv:1903.12269 (random-flip baseline).
   """
   if num_flips < 0 or draws < 1:
     raise ValueError(f"num_flips={num_flips}, draws={draws}; allowed: num_flips >= 0, draws >= 1")

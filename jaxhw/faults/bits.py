@@ -3,7 +3,8 @@
 Bits are 0-indexed from the least significant bit (the HAT paper's plots are 1-indexed: their bit 32 is our 31).
 
 References:
-  HAT spec (shared/specs/hat_bitflip.md), section 2 "Fault model", "Layouts".
+  Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+    arXiv:2504.01933, 2025.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def layout_of(dtype, *, argname: str = "dtype") -> BitLayout:
     ValueError: for any other dtype (other integer types included).
 
   References:
-    HAT spec, section 2 "Layouts".
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   name = jnp.dtype(getattr(dtype, "dtype", dtype)).name
   if name not in LAYOUTS:
@@ -174,7 +176,7 @@ def quantize_int8(w: Float[Array, "..."], *, per_channel: bool = False, axis: in
     error at most `scale / 2`.
 
   References:
-    HAT spec, section 2 "BFA", step 1 (as in elliothe/BFA).
+    Rakin, He, Fan, "Bit-Flip Attack: Crushing Neural Network with Progressive Bit Search", ICCV 2019, arXiv:1903.12269.
   """
   if not jnp.issubdtype(jnp.asarray(w).dtype, jnp.floating):
     raise ValueError(f"w has dtype {jnp.asarray(w).dtype}; allowed: floating dtypes")

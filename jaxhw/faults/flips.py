@@ -1,7 +1,8 @@
 """Exact and random bit flips on parameter pytrees.
 
 References:
-  HAT spec (shared/specs/hat_bitflip.md), section 2 "Modes" 1-2.
+  Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+    arXiv:2504.01933, 2025.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def flip_bit(params: PyTree, path: str | Sequence[str], index, bit) -> PyTree:
       a bit layout (e.g. int32).
 
   References:
-    HAT spec, section 2 "Modes" 1.
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   i = _tree.find_leaf(params, path)
   leaf = jax.tree.leaves(params)[i]
@@ -132,7 +134,8 @@ def random_bit_flips(ber: float, *, bits=ALL_BITS, leaves: Sequence[str] | None 
       outside a leaf's width, or a prefix that matches no leaf.
 
   References:
-    HAT spec, section 2 "Modes" 2.
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   if not isinstance(ber, (int, float, np.floating, np.integer)) or not 0.0 <= float(ber) <= 1.0:
     raise ValueError(f"ber={ber!r} is outside [0, 1]; allowed: a float in [0, 1]")

@@ -1,7 +1,8 @@
 """Bit-flip vulnerability metrics: RAD, catastrophic bits, erratic parameters, histograms, stratified CIs.
 
 References:
-  HAT spec (shared/specs/hat_bitflip.md), section 2 "Metrics" and section 4 "Sampling and CIs".
+  Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+    arXiv:2504.01933, 2025.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def relative_accuracy_drop(acc_clean: float, acc_flip, *, drop: str = "relative"
 
 
 def catastrophic_bits(rad, *, threshold: float = CATASTROPHIC) -> int:
-  """Number of single-bit flips with RAD >= threshold (the spec's 90-100 % bin)."""
+  """Number of single-bit flips with RAD >= threshold (the paper's 90-100 % RAD bin)."""
   return int(np.sum(np.asarray(rad) >= threshold))
 
 
@@ -102,7 +103,7 @@ def wilson_interval(k: float, n: float, *, z: float = 1.96) -> tuple[float, floa
 def stratified_total(N_h, n_h, k_h, *, z: float = 1.96) -> dict[str, float]:
   """Stratified estimate of a population count with a normal 95 % CI.
 
-  count = sum_h N_h p_h, var = sum_h N_h^2 p_h (1 - p_h) / n_h * (1 - n_h / N_h) (spec formula). Strata with
+  count = sum_h N_h p_h, var = sum_h N_h^2 p_h (1 - p_h) / n_h * (1 - n_h / N_h) (Cochran's formula). Strata with
   p_h in {0, 1} add no variance here; their own uncertainty is given per stratum by `wilson_interval`.
 
   Args:
@@ -114,7 +115,8 @@ def stratified_total(N_h, n_h, k_h, *, z: float = 1.96) -> dict[str, float]:
     {"estimate", "lo", "hi", "se"}.
 
   References:
-    HAT spec, section 4 "Sampling and CIs".
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   N = np.asarray(N_h, np.float64)
   n = np.asarray(n_h, np.float64)
@@ -146,7 +148,7 @@ def stratified_unit_total(N_h, values_h, *, z: float = 1.96) -> dict[str, float]
     {"estimate", "lo", "hi", "se"}.
 
   References:
-    Cochran, Sampling Techniques (1977), stratified simple random sampling of clusters. HAT spec, section 4.
+    Cochran, Sampling Techniques (1977), stratified simple random sampling of clusters.
   """
   est, var = 0.0, 0.0
   for N, vals in zip(N_h, values_h):

@@ -18,8 +18,8 @@ fetched once, so there is no host round trip per chunk and one compilation serve
   Inf/NaN or a huge step take the exact path.
 
 References:
-  HAT spec (shared/specs/hat_bitflip.md), section 2 "Modes" 3-4, section 4 "Quick" (rank-one suffix update,
-  chunking, screening) and "Sampling and CIs".
+  Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+    arXiv:2504.01933, 2025.
 """
 from __future__ import annotations
 
@@ -142,7 +142,8 @@ def sample_flips(params, num_params: int, *, seed: int = 0, leaves: Sequence[str
     (flips, strata) where strata maps leaf id -> {"N": leaf size, "n": sampled params, "path"}.
 
   References:
-    HAT spec, section 4 "Sampling and CIs".
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   if num_params < 1:
     raise ValueError(f"num_params={num_params}; allowed: >= 1")
@@ -613,7 +614,8 @@ def single_bit_sweep(apply_fn: Callable | None, params, x, y, *, flips: Flips | 
       bit layout.
 
   References:
-    HAT spec, section 2 "Modes" 3 and "Metrics", section 4 "Quick".
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   if nonfinite not in ("catastrophic", "evaluate"):
     raise ValueError(f"nonfinite={nonfinite!r}; allowed: 'catastrophic', 'evaluate'")
@@ -754,7 +756,8 @@ def sampled_sweep(apply_fn, params, x, y, *, num_params: int, seed: int = 0, lea
     SampledSweep.
 
   References:
-    HAT spec, section 4 "Sampling and CIs".
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   flips, strata = sample_flips(params, num_params, seed=seed, leaves=leaves, bits=bits, min_per_leaf=min_per_leaf)
   res = single_bit_sweep(apply_fn, params, x, y, flips=flips, **sweep_kwargs)

@@ -2,7 +2,8 @@
 
 References:
   PyHessian (Yao et al. 2020), power iteration (<= 100 iterations, relative tolerance 1e-3).
-  HAT spec (shared/specs/hat_bitflip.md), section 3.
+  Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian",
+    IEEE BigData 2020, arXiv:1912.07145.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def top_eigenvalues(key: jax.Array, loss_fn: Callable, params, k: int = 1, *, ma
     EigenResult. Jit-able.
 
   References:
-    HAT spec, section 3 (`top_eigenvalues`).
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian",
+      IEEE BigData 2020, arXiv:1912.07145.
   """
   if not isinstance(k, int) or k < 1:
     raise ValueError(f"k={k!r}; allowed: an int >= 1")
@@ -105,7 +107,8 @@ def lanczos(key: jax.Array, loss_fn: Callable, params, num_steps: int) -> jax.Ar
     Ritz values [m], descending. Jit-able.
 
   References:
-    HAT spec, section 3 (`lanczos`).
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian",
+      IEEE BigData 2020, arXiv:1912.07145.
   """
   flat, mv = _flat_hvp(loss_fn, params)
   n = flat.shape[0]

@@ -1,7 +1,7 @@
 """Dense Hessian of a loss over a (tiny) parameter pytree, on the ravelled parameter vector.
 
 References:
-  HAT spec (shared/specs/hat_bitflip.md), section 7 (oracles on an MLP 8-6-3).
+  the exact Hessian used as the oracle of the Hessian tools (tiny models only).
 """
 
 from __future__ import annotations

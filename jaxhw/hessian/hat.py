@@ -5,8 +5,8 @@
 
 References:
   Pranto, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
-  arXiv 2504.01933 (2025). HAT spec (shared/specs/hat_bitflip.md), section 1 (options marked [R] are
-  reconstructions with the stated defaults).
+  arXiv:2504.01933 (2025). Options the paper leaves open are reconstructions, each a config option with a stated
+  default.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def hat_penalty(key: jax.Array, loss_fn: Callable | None, params, *, probes: int
     HATPenalty(value, samples). Gradients flow through the kept s_i; the selection is not differentiated.
 
   References:
-    HAT spec, section 1.
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   _check(probes, top_p, trunc)
   if trunc == "ggn" and logits_fn is None:
@@ -128,7 +129,8 @@ def hat_regularizer(*, lam: float = 1e-3, probes: int = 2, top_p: float = 0.5, t
     HATRegularizer.
 
   References:
-    HAT spec, section 1, table of options.
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   _check(probes, top_p, trunc)
   if not lam >= 0:
@@ -190,7 +192,8 @@ def hat_loss(model_loss: Callable, *, lam: float = 1e-3, probes: int = 2, top_p:
     anything the task loss draws.
 
   References:
-    HAT spec, section 1.
+    Prato, Kim, Chen, Hong, "Hessian-aware Training for Enhancing DNNs Resilience to Parameter Corruptions",
+      arXiv:2504.01933, 2025.
   """
   if threshold != "off":
     raise ValueError(f"threshold={threshold!r} is stateful; allowed here: 'off' (use hat_regularizer for 'ema')")

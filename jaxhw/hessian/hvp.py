@@ -2,7 +2,9 @@
 
 References:
   Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 1994.
-  HAT spec (shared/specs/hat_bitflip.md), section 1 "Computing s_i" and section 3.
+  Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation, 1994; Hutchinson,
+    "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian", IEEE BigData 2020,
+      arXiv:1912.07145.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def hvp(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> Py
     The pytree H(params) v.
 
   References:
-    HAT spec, section 3.
+    Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation, 1994.
   """
   return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
 
@@ -41,7 +43,7 @@ def quad_form(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree)
   Differentiable with respect to `params` (the HAT gradient is reverse mode over this).
 
   References:
-    HAT spec, section 1 "Computing s_i".
+    Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation, 1994.
   """
 
   def first(p):

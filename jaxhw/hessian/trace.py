@@ -2,7 +2,8 @@
 
 References:
   Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; PyHessian (Yao et al. 2020).
-  HAT spec (shared/specs/hat_bitflip.md), section 3.
+  Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian",
+    IEEE BigData 2020, arXiv:1912.07145.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def hutchinson_trace(key: jax.Array, loss_fn: Callable, params, num_probes: int,
     TraceEstimate. Jit-able (with `loss_fn`, `num_probes` and `chunk` static).
 
   References:
-    HAT spec, section 3 (`hutchinson_trace`, `per_leaf`).
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix", 1990; Yao et al., "PyHessian",
+      IEEE BigData 2020, arXiv:1912.07145.
   """
   if not isinstance(num_probes, int) or num_probes < 1:
     raise ValueError(f"num_probes={num_probes!r}; allowed: an int >= 1")
