@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhw.faults import _tree
+from jaxhw import pytree as _tree
 from jaxhw.faults.bits import dequantize_int8, quantize_int8
 
 __all__ = ["AttackResult", "quantize_params", "dequantize_params", "bit_flip_attack", "random_int8_flips",

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
+from jaxhw import pytree as _tree
 from jaxhw.effects import ParamTransform
-from jaxhw.faults import _tree
 from jaxhw.faults.bits import ALL_BITS, bit_mask, from_bits, layout_of, resolve_bits, to_bits
 
 __all__ = ["flip_bit", "flip_bits", "flip_array", "random_bit_flips", "RandomBitFlipsState", "ParamTransform"]

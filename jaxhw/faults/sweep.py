@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxhw.faults import _tree
+from jaxhw import pytree as _tree
 from jaxhw.faults.bits import ALL_BITS, layout_of, resolve_bits
 from jaxhw.faults.flips import flip_array
 from jaxhw.faults.metrics import (

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxhw.faults import _tree
+from jaxhw import pytree as _tree
 from jaxhw.hessian.hvp import quad_form, rademacher_like
 
 __all__ = ["HATPenalty", "hat_penalty", "ggn_quad_form", "HATRegularizer", "hat_regularizer", "hat_loss"]

@@ -1,4 +1,4 @@
-"""Private pytree path helpers shared by the fault modules."""
+"""Pytree path helpers every package shares: leaf paths as tuples of strings, finding and selecting leaves by path."""
 
 from __future__ import annotations
 
