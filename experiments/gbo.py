@@ -1,59 +1,58 @@
-"""GBO: per-layer input pulse counts for a binary MLP on a noisy memristive crossbar (Kim et al., DATE 2022).
+"""GBO: per-layer input pulse counts for a binary MLP on a noisy memristive crossbar.
 
-Run: ``jaxhw run gbo --preset quick`` (about 1 minute on 2 CPU cores). A tapered binary MLP (784-256-64-32-10:
+Run: ``jaxhw run gbo --preset quick`` (about a minute on 2 CPU cores). A tapered binary MLP (784-256-64-32-10:
 three binary crossbar layers with 7, 2 and 1 row tiles of 128 rows and 28, 2 and 1 array reads per pulse, the
 classifier full precision) is pretrained noise-free on the vendored MNIST subset, then read on the simulated
-crossbar (fast mode, additive per-read Gaussian noise). sigma_ref is found by bisection on the validation split
+crossbar (fast mode, additive per-read Gaussian noise). The model is the Flax `BinaryMLP`; the crossbar attaches
+from outside (`crossbar.read_noise` on the binary layers' params-tree paths) and `crossbar.evaluate_chips` runs
+the Monte Carlo over chips with common random numbers. sigma_ref is found by bisection on the validation split
 (uniform T = 1 falls half-way to chance); the noise grid is {0} U sigma_ref x {0.25, 0.5, 1, 1.5, 2}. Methods:
 uniform T in {1, 2, 4, 8}; GBO (straight-through Gumbel-softmax, dual-ascent budget, repair, then a check on the
-noisy validation split against the uniform allocation) and the closed-form sqrt(S/R) allocation at the same
-average pulse budget, searched at every noise level (the spec's full protocol, "per (sigma, T_bar)";
-``search.per_sigma=False`` searches once per budget at sigma_ref, the spec's quick protocol); Monte Carlo over
-chips with common random numbers. ``full`` runs a VGG-style binary CNN on CIFAR-10 through the tfds adapter
-(prepared data required).
+noisy validation split against the uniform allocation; the search runs in `jaxhw.train`) and the closed-form
+sqrt(S/R) allocation at the same average pulse budget, searched at every noise level ("per (sigma, T_bar)";
+``search.per_sigma=False`` searches once per budget at sigma_ref). ``full`` runs a VGG-style binary CNN on
+CIFAR-10 through the tfds adapter (prepared data required).
+
+References:
+  Kim, Kim, Kim, Kim, Panda, "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive
+  Crossbar", DATE 2022, arXiv:2201.01479.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import math
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
+from jaxhw.config import check_preset
 from jaxhw.crossbar import (
   CrossbarConfig,
   GBOConfig,
-  aggregate_noise_std,
   clip_latent,
   closed_form_allocation,
+  evaluate_chips,
   fisher_sensitivity,
   gbo,
   inference_cost,
   layer_cost,
+  layer_shapes,
+  noise_objectives,
+  program_weights,
+  read_noise,
   uniform_allocation,
 )
-from jaxhw.crossbar._random import normal
+from jaxhw.data.mnist import MnistConfig, load_mnist_splits
 from jaxhw.metrics import append_jsonl, write_json
-from jaxhw.models.binary_net import (
-  binary_cnn_init,
-  binary_mlp_init,
-  binary_net_apply,
-  binary_net_bn_stats,
-  crossbar_layer_fn,
-  crossbar_layer_shapes,
-  fold_binary_net,
-  folded_net_apply,
-  gbo_objectives,
-  program_net,
-)
+from jaxhw.models.binary_net import BinaryCNN, BinaryMLP, binary_layer_paths
 from jaxhw.report import Table, write_study_report
 from jaxhw.train import TrainConfig, make_optimizer, total_steps, train
 
@@ -63,9 +62,8 @@ PAPER_GAIN_POINTS = (5.0, 40.0)  # abstract of arXiv:2201.01479: "+5-40 %" under
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   dataset: str = "mnist"        # mnist | cifar10 (tfds adapter, prepared data)
-  val_size: int = 500           # held out of the 5k training subset for sigma_ref
-  train_size: int = 0           # 0: all remaining training images
-  test_size: int = 0            # 0: the whole test set
+  mnist: MnistConfig = MnistConfig(val_size=500)   # the shared MNIST cut (val held out of the 5k subset)
+  cifar_val_size: int = 5000    # cifar10: held out of the training set
   binarize: float = 0.5         # pixel threshold for the binary first layer (MLP); <0: keep raw input
 
 
@@ -87,7 +85,7 @@ class HardwareConfig:
   tile_cols: int = 128
   mapping: str = "differential"
   sigma_ref: float = 0.0                       # 0: bisection on the validation split
-  # the spec's grid goes to 4 sigma_ref; there uniform T <= 4 has collapsed to near chance, so the quick grid
+  # the paper-scale grid goes to 4 sigma_ref; there uniform T <= 4 has collapsed to near chance, so the quick grid
   # stops at 2 sigma_ref, where T = 1 has collapsed and T = 2..8 are still informative
   sigma_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0)
   ref_chips: int = 3                           # Monte-Carlo chips per bisection step
@@ -105,7 +103,7 @@ class SearchConfig:
   epochs: int = 2
   batch_size: int = 100
   lr: float = 0.05
-  dual_lr: float = 0.1         # spec [R] 0.01: lambda then lags and the raw search overshoots the budget
+  dual_lr: float = 0.1         # [R] 0.01: lambda then lags and the raw search overshoots the budget
   validate: bool = True        # keep uniform if it beats the search result on the noisy validation split
   validate_chips: int = 8
   tau_start: float = 1.0
@@ -118,7 +116,8 @@ class SearchConfig:
 class EvalConfig:
   chips: int = 5                 # Monte-Carlo noise seeds (chips x fresh read keys)
   batch_size: int = 10000        # test images per forward pass
-  check_size: int = 1000         # images for the fast vs per-pulse vs library consistency check (0: skip)
+  check_size: int = 1000         # images for the fast vs per-pulse consistency check (0: skip)
+  bn_images: int = 0             # training images for the population BN statistics (0: all, in one pass)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +133,9 @@ class Config:
 
 def get_config(preset: str = "quick") -> Config:
   """Presets: ``smoke`` (seconds), ``quick`` (MNIST, ~1 min on 2 CPU cores), ``full`` (CIFAR-10 VGG-style BNN)."""
+  check_preset(preset)
   if preset == "smoke":
-    return Config(data=DataConfig(train_size=800, test_size=400, val_size=200),  # val and test batches: one shape
+    return Config(data=DataConfig(mnist=MnistConfig(train_size=800, test_size=400, val_size=200)),
                   model=ModelConfig(sizes=(784, 64, 32, 10)),
                   hardware=HardwareConfig(ref_chips=1, bisection_steps=5),
                   train=TrainConfig(lr=0.03, schedule="cosine", batch_size=100, epochs=2, log_every=8),
@@ -144,15 +144,13 @@ def get_config(preset: str = "quick") -> Config:
                   eval=EvalConfig(chips=2, batch_size=200, check_size=0))
   if preset == "quick":
     return Config()
-  if preset == "full":
-    return Config(data=DataConfig(dataset="cifar10", val_size=5000, binarize=-1.0),
-                  model=ModelConfig(kind="cnn"),
-                  hardware=HardwareConfig(ref_chips=5, sigma_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)),
-                  train=TrainConfig(lr=1e-3, schedule="cosine", batch_size=128, epochs=200, log_every=100,
-                                    checkpoint_every=2000),
-                  search=SearchConfig(uniform=(1, 2, 4, 8, 16), budgets=(2, 4, 8), epochs=10, batch_size=128),
-                  eval=EvalConfig(chips=10, batch_size=1000))
-  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+  return Config(data=DataConfig(dataset="cifar10", binarize=-1.0),
+                model=ModelConfig(kind="cnn"),
+                hardware=HardwareConfig(ref_chips=5, sigma_multipliers=(0.25, 0.5, 1.0, 2.0, 4.0)),
+                train=TrainConfig(lr=1e-3, schedule="cosine", batch_size=128, epochs=200, log_every=100,
+                                  checkpoint_every=2000),
+                search=SearchConfig(uniform=(1, 2, 4, 8, 16), budgets=(2, 4, 8), epochs=10, batch_size=128),
+                eval=EvalConfig(chips=10, batch_size=1000, bn_images=10000))
 
 
 # ----------------------------------------------------------------------------------------------- data / model
@@ -161,10 +159,8 @@ def get_config(preset: str = "quick") -> Config:
 def _load(config: Config):
   d = config.data
   if d.dataset == "mnist":
-    from jaxhw.data import load_mnist, train_val_split
-    x, y = load_mnist("train")
-    xt, yt = load_mnist("test")
-    x_tr, y_tr, x_val, y_val = train_val_split(x, y, d.val_size, config.seed)
+    s = load_mnist_splits(d.mnist, config.seed)
+    x_tr, y_tr, x_val, y_val, xt, yt = s
   elif d.dataset == "cifar10":
     from jaxhw.data import tfds_arrays
     x, y = tfds_arrays("cifar10", "train")
@@ -172,114 +168,34 @@ def _load(config: Config):
     x, xt = x.astype(np.float32) / 255.0, xt.astype(np.float32) / 255.0
     y, yt = y.astype(np.int32), yt.astype(np.int32)
     perm = np.random.default_rng(config.seed).permutation(len(x))
-    x_val, y_val, x_tr, y_tr = x[perm[:d.val_size]], y[perm[:d.val_size]], x[perm[d.val_size:]], y[perm[d.val_size:]]
+    n_val = d.cifar_val_size
+    x_val, y_val, x_tr, y_tr = x[perm[:n_val]], y[perm[:n_val]], x[perm[n_val:]], y[perm[n_val:]]
   else:
     raise ValueError(f"data.dataset must be 'mnist' or 'cifar10', got {d.dataset!r}")
-  if d.train_size:
-    x_tr, y_tr = x_tr[:d.train_size], y_tr[:d.train_size]
-  if d.test_size:
-    xt, yt = xt[:d.test_size], yt[:d.test_size]
   return (np.asarray(x_tr, np.float32), np.asarray(y_tr, np.int32), np.asarray(x_val, np.float32),
           np.asarray(y_val, np.int32), np.asarray(xt, np.float32), np.asarray(yt, np.int32))
 
 
-def _init(config: Config, in_shape):
-  key = jax.random.key(config.seed)
-  if config.model.kind == "mlp":
-    return binary_mlp_init(key, config.model.sizes)
-  return binary_cnn_init(key, in_shape, config.model.channels, config.model.dense)
+def _model(config: Config, binarize: float | None):
+  m = config.model
+  if m.kind == "mlp":
+    return BinaryMLP(features=tuple(m.sizes[1:-1]), num_classes=m.sizes[-1], binarize_input=binarize)
+  return BinaryCNN(channels=m.channels, dense=m.dense, binarize_input=binarize)
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
+def _population_bn(model, variables, x):
+  """Exact population BN statistics over `x`: one training-mode pass with momentum 0 sets every layer's running
+  statistics to its statistics over the whole of `x`, each layer normalised by its predecessors' (the same as
+  computing them layer by layer)."""
+  _, upd = jax.jit(lambda v, xx: model.clone(bn_momentum=0.0).apply(v, xx, train=True, mutable=["batch_stats"]))(
+      variables, jnp.asarray(x))
+  return {**variables, "batch_stats": upd["batch_stats"]}
 
 
-def _make_eval(folded, fan_ins, xcfg, binarize):
-  """Fast-mode evaluator with common random numbers: layer l adds std_l(T_l, sigma) * xi_l to the exact
-  output; xi (standard normal, one draw per chip) is shared by every method and sigma, and the first
-  layer's exact output is computed once (no static noise in this study)."""
-
-  @jax.jit
-  def first_(folded, x):
-    out = {}
-
-    def rec(i, h, w):
-      y = h @ w if w.ndim == 2 else jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
-                                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      if i == 0:
-        out["y0"] = y
-      return y
-
-    folded_net_apply(folded, x, layer_fn=rec, binarize_input=binarize)
-    return out["y0"]
-
-  @jax.jit
-  def acc_(folded, x, y0, labels, xis, pulses, sigma):
-    def layer_fn(i, h, w):
-      if i == 0:
-        y = y0
-      elif w.ndim == 2:
-        y = h @ w
-      else:
-        y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      return y + aggregate_noise_std(fan_ins[i], pulses[i], xcfg, sigma=sigma) * xis[i]
-
-    logits = folded_net_apply(folded, x, layer_fn=layer_fn, binarize_input=binarize, threshold=True)
-    return jnp.sum(jnp.argmax(logits, -1) == labels)
-
-  return (lambda x: first_(folded, x)), (lambda *a: acc_(folded, *a))
-
-
-@functools.partial(jax.jit, static_argnums=(1,))
-def _xi_draw(key, shapes):
-  """Standard normals for every layer of one batch: one flat draw, split per layer (layers independent)."""
-  sizes = [math.prod(s) for s in shapes]
-  flat = normal(key, (sum(sizes),))
-  out, start = [], 0
-  for s, n in zip(shapes, sizes):
-    out.append(flat[start:start + n].reshape(s))
-    start += n
-  return out
-
-
-def _xi(key, x, shapes):
-  return _xi_draw(key, tuple(tuple(s.shape) for s in shapes))
-
-
-def _preact_shapes(folded, x, binarize):
-  out = []
-
-  def rec(i, h, w):
-    y = h @ w if w.ndim == 2 else jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",
-                                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    out.append(jax.ShapeDtypeStruct(y.shape, jnp.float32))
-    return y
-
-  jax.eval_shape(lambda xx: folded_net_apply(folded, xx, layer_fn=rec, binarize_input=binarize), x)
-  return out
-
-
-class _Evaluator:
-  """Accuracy of one allocation at one sigma over a data set for one chip (batched, CRN)."""
-
-  def __init__(self, folded, fan_ins, xcfg, binarize, x, y, batch_size):
-    self.first, self.acc = _make_eval(folded, fan_ins, xcfg, binarize)
-    self.batches = []
-    for i in range(0, len(x), batch_size):
-      xb, yb = jnp.asarray(x[i:i + batch_size]), jnp.asarray(y[i:i + batch_size])
-      self.batches.append((xb, yb, self.first(xb), _preact_shapes(folded, xb, binarize)))
-    self.n = len(x)
-    self._xis, self._chip = None, None
-
-  def set_chip(self, key):
-    self._xis = [_xi(jax.random.fold_in(key, b), xb, shapes) for b, (xb, _, _, shapes) in enumerate(self.batches)]
-
-  def __call__(self, pulses, sigma):
-    p = jnp.asarray(pulses, jnp.float32)
-    s = jnp.float32(sigma)
-    total = 0
-    for (xb, yb, y0, _), xis in zip(self.batches, self._xis):
-      total += int(self.acc(xb, y0, yb, xis, p, s))
-    return total / self.n
+def _accuracy(apply_fn, variables, x, y, batch_size):
+  fn = jax.jit(lambda v, xx, yy: jnp.sum(jnp.argmax(apply_fn(v, xx), -1) == yy))
+  return sum(int(fn(variables, jnp.asarray(x[i:i + batch_size]), jnp.asarray(y[i:i + batch_size])))
+             for i in range(0, len(x), batch_size)) / len(x)
 
 
 # ------------------------------------------------------------------------------------------------------ run
@@ -303,52 +219,62 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   num_classes = int(max(y_tr.max(), yt.max())) + 1
   chance = 1.0 / num_classes
 
-  # 1. noise-free pretraining (latent weights clipped to [-1, 1] after every update)
-  params = _init(config, x_tr.shape[1:])
+  # 1. noise-free pretraining: BN in training mode (batch_stats carried by the trainer), latent weights clipped
+  #    to [-1, 1] after every update; then exact population BN statistics over the training set
+  model = _model(config, binarize)
+  paths = binary_layer_paths(model)
+  variables = model.init(jax.random.key(config.seed), jnp.asarray(x_tr[:1]))
 
-  def loss_fn(p, batch, rng, step):
-    logits = binary_net_apply(p, batch[0], binarize_input=binarize)
+  def loss_fn(p, state, batch, rng, step):
+    logits, new_state = model.apply({"params": p, **state}, batch[0], train=True, mutable=["batch_stats"])
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]))
-    return loss, {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[1])}
+    return loss, ({"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[1])}, new_state)
 
-  tx = optax.chain(make_optimizer(config.train, total_steps(config.train, len(x_tr))), clip_latent())
-  res = train(loss_fn, params, (x_tr, y_tr), config.train, workdir, tx=tx, quiet=quiet, desc="gbo: pretrain",
+  tx = optax.chain(make_optimizer(config.train, total_steps(config.train, len(x_tr))), clip_latent(paths))
+  res = train(loss_fn, variables["params"], (x_tr, y_tr), config.train, workdir,
+              model_state={"batch_stats": variables["batch_stats"]}, tx=tx, quiet=quiet, desc="gbo: pretrain",
               fingerprint={"study": "gbo", "data": dataclasses.asdict(config.data),
                            "model": dataclasses.asdict(config.model), "seed": config.seed})
-  params = res.params
-  bn = binary_net_bn_stats(params, x_tr, binarize_input=binarize)
-  folded = fold_binary_net(params, bn)
+  bn_x = x_tr if not config.eval.bn_images else x_tr[:config.eval.bn_images]
+  variables = _population_bn(model, {"params": res.params, **res.model_state}, bn_x)
   timings["pretrain_s"] = time.perf_counter() - t0
 
-  # 2. crossbar description and cost
+  # 2. crossbar description and cost (layers by params-tree path)
   xcfg = CrossbarConfig(tile_rows=config.hardware.tile_rows, tile_cols=config.hardware.tile_cols,
                         mapping=config.hardware.mapping)
-  shapes = crossbar_layer_shapes(params, x_tr.shape[1:], binarize_input=binarize)
+  shape_of = layer_shapes(model.apply, variables, jnp.asarray(x_tr[:1]), paths)
+  shapes = [shape_of[p] for p in paths]
   costs = [layer_cost(a, b, xcfg, p) for a, b, p in shapes]
-  fan_ins = [s[0] for s in shapes]
   n_rows = [c.grid.n_r for c in costs]
   reads = [c.reads for c in costs]
   n_layers = len(shapes)
 
-  ev_val = _Evaluator(folded, fan_ins, xcfg, binarize, x_val, y_val, config.eval.batch_size)
-  ev_test = _Evaluator(folded, fan_ins, xcfg, binarize, xt, yt, config.eval.batch_size)
+  def noise(sigma, pulses):  # one function object: every evaluation reuses one compilation
+    return read_noise(sigma, dict(zip(paths, pulses)), config=xcfg)
+
+  memo: dict = {}
+
+  def chip_acc(split, pulses, sigma, key, chips):
+    """Accuracy per chip of one allocation at one sigma (fast mode, common random numbers through `key`)."""
+    tag = (split, tuple(int(t) for t in pulses), float(sigma), int(jax.random.key_data(key).sum()), chips)
+    if tag not in memo:
+      x, y = (x_val, y_val) if split == "val" else (xt, yt)
+      memo[tag] = evaluate_chips(model.apply, variables, x, y, effect_factory=noise, chips=chips, key=key,
+                                 effect_args=(jnp.float32(sigma), jnp.asarray(pulses, jnp.float32)),
+                                 batch_size=config.eval.batch_size)
+    return memo[tag]
+
   root = jax.random.key(config.seed + 1)
   k_ref, k_sens, k_gbo, k_eval, k_check = jax.random.split(root, 5)
-  ev_val.set_chip(k_ref)
-  clean_val = ev_val([1] * n_layers, 0.0)
-  ev_test.set_chip(k_eval)
-  clean_test = ev_test([1] * n_layers, 0.0)
+  clean_val = _accuracy(model.apply, variables, x_val, y_val, config.eval.batch_size)
+  clean_test = _accuracy(model.apply, variables, xt, yt, config.eval.batch_size)
 
   # 3. sigma_ref: uniform T = 1 falls half-way from clean to chance (validation split, bisection in log sigma)
   t1 = time.perf_counter()
   target = 0.5 * (clean_val + chance)
 
   def val_acc(sigma):
-    vals = []
-    for c in range(config.hardware.ref_chips):
-      ev_val.set_chip(jax.random.fold_in(k_ref, c))
-      vals.append(ev_val([1] * n_layers, sigma))
-    return float(np.mean(vals))
+    return float(np.mean(chip_acc("val", [1] * n_layers, sigma, k_ref, config.hardware.ref_chips)))
 
   if config.hardware.sigma_ref > 0:
     sigma_ref = float(config.hardware.sigma_ref)
@@ -368,7 +294,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
 
   # 4. allocations at every noisy sigma (or once per budget): closed form (empirical Fisher) and GBO
   t2 = time.perf_counter()
-  gbo_loss, grad_fn = gbo_objectives(folded, binarize_input=binarize)
+  gbo_loss, grad_fn = noise_objectives(model.apply, variables, paths)
   sc = config.search
   gcfg = GBOConfig(candidates=sc.candidates, relaxation=sc.relaxation, epochs=sc.epochs, batch_size=sc.batch_size,
                    lr=sc.lr, dual_lr=sc.dual_lr, tau_start=sc.tau_start, tau_end=sc.tau_end, seed=config.seed)
@@ -383,11 +309,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   k_val = jax.random.fold_in(k_ref, 10_000)
 
   def val_error(pulses, sigma):
-    vals = []
-    for c in range(sc.validate_chips):
-      ev_val.set_chip(jax.random.fold_in(k_val, c))
-      vals.append(ev_val(pulses, sigma))
-    return 1.0 - float(np.mean(vals))
+    return 1.0 - float(np.mean(chip_acc("val", pulses, sigma, k_val, sc.validate_chips)))
 
   allocations: dict[str, dict] = {}
   search_info: dict[str, dict] = {}
@@ -403,7 +325,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
       cf = closed_form_allocation(sens, reads, budget_e, sc.candidates)
       res_g = gbo(gbo_loss, (x_tr, y_tr), reads=reads, n_rows=n_rows, mean_pulses=tb, sigma=sig,
                   key=jax.random.fold_in(jax.random.fold_in(k_gbo, tb), j or 0), config=gcfg,
-                  model=folded,  # the repair uses GBO's own Stein sensitivity, not the closed form's Fisher one
+                  model=variables,  # the repair uses GBO's own Stein sensitivity, not the closed form's Fisher one
                   validate_fn=(lambda p, sig=sig: val_error(p, sig)) if sc.validate else None)
       found[j] = (res_g, cf, sens, sig)
       for h in res_g.history[:: max(1, len(res_g.history) // 10)]:
@@ -436,39 +358,26 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   # 5. Monte-Carlo evaluation on the test set (common random numbers across methods and sigmas)
   t3 = time.perf_counter()
   acc = {m: {t: np.zeros((n_sig, config.eval.chips)) for t in methods[m]} for m in methods}
-  for c in range(config.eval.chips):
-    ev_test.set_chip(jax.random.fold_in(k_eval, c))
-    for j, s in enumerate(sigmas):
-      for m in methods:
-        for t, per in methods[m].items():
-          acc[m][t][j, c] = clean_test if s == 0 else ev_test(per[j], s)
+  for j, s in enumerate(sigmas):
+    for m in methods:
+      for t, per in methods[m].items():
+        acc[m][t][j] = clean_test if s == 0 else chip_acc("test", per[j], s, k_eval, config.eval.chips)
   timings["eval_s"] = time.perf_counter() - t3
 
-  # 6. consistency check on a subset: study evaluator vs the library's crossbar layers (fast, per_pulse)
+  # 6. consistency check on a subset: fast mode vs exact per-pulse reads of the programmed weights
   check = {}
   if config.eval.check_size:
     t4 = time.perf_counter()
     n = min(config.eval.check_size, len(xt))
-    w_effs = program_net(folded, k_check, xcfg)
-    xs, ys = jnp.asarray(xt[:n]), jnp.asarray(yt[:n])
     tb = sc.budgets[0] if sc.budgets else 1
     j_ref = int(np.argmin(np.abs(np.asarray(sigmas) - sigma_ref)))
     pulses = methods["gbo"][tb][j_ref] if tb in methods["gbo"] else (1,) * n_layers
     for mode in ("fast", "per_pulse"):
-      @jax.jit
-      def lib_acc(fd, we, xx, yy, k, mode=mode):
-        lf = crossbar_layer_fn(we, pulses, k, xcfg, sigma=sigma_ref, mode=mode)
-        return jnp.mean(jnp.argmax(folded_net_apply(fd, xx, layer_fn=lf, binarize_input=binarize), -1) == yy)
-
-      vals = [float(lib_acc(folded, w_effs, xs, ys, jax.random.fold_in(k_check, c)))
-              for c in range(config.eval.chips)]
+      vals = evaluate_chips(
+          model.apply, variables, xt[:n], yt[:n], chips=config.eval.chips, key=k_check,
+          effect_factory=lambda s, mode=mode: read_noise(s, dict(zip(paths, pulses)), config=xcfg, mode=mode),
+          effect_args=(jnp.float32(sigma_ref),), param_transform=program_weights(xcfg, layers=paths))
       check[mode] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-    ev_sub = _Evaluator(folded, fan_ins, xcfg, binarize, xt[:n], yt[:n], n)
-    vals = []
-    for c in range(config.eval.chips):
-      ev_sub.set_chip(jax.random.fold_in(k_check, 100 + c))
-      vals.append(ev_sub(pulses, sigma_ref))
-    check["study_evaluator"] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
     check.update({"images": n, "pulses": list(pulses), "sigma": sigma_ref})
     timings["check_s"] = time.perf_counter() - t4
 
@@ -511,8 +420,8 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
       "gbo_never_worse_than_uniform_beyond_spread": never_worse,
       "sigma_ref": sigma_ref, "sigmas": sigmas, "clean_test_accuracy": clean_test,
       "clean_val_accuracy": clean_val, "chance": chance,
-      "layers": [{"fan_in": a, "fan_out": b, "positions": p, "n_r": c.grid.n_r, "n_c": c.grid.n_c,
-                  "reads_per_pulse": c.reads} for (a, b, p), c in zip(shapes, costs)],
+      "layers": [{"path": "/".join(path), "fan_in": a, "fan_out": b, "positions": p, "n_r": c.grid.n_r,
+                  "n_c": c.grid.n_c, "reads_per_pulse": c.reads} for path, (a, b, p), c in zip(paths, shapes, costs)],
       "search": search_info, "search_protocol": "per sigma" if sc.per_sigma else "once per budget",
       "gbo_searches": sum(len(idx) for _ in allocations),
       "gbo_kept_search": sum(a["gbo_kept_search_result"][j] for a in allocations.values() for j in idx),
@@ -523,7 +432,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
       "scale": f"{config.data.dataset}, {len(x_tr)} train / {len(x_val)} val / {len(xt)} test images",
   }
   _write_csv(workdir / "results.csv", config, methods, acc, sigmas, costs)
-  plots = _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref)
+  plots = _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref, paths)
   _report(workdir, config, summary, methods, acc, sigmas, plots)
   write_json(workdir / "summary.json", summary)
   return summary
@@ -544,12 +453,13 @@ def _write_csv(path, config, methods, acc, sigmas, costs):
                         c["reads"], c["latency_steps"], c["adc_conversions"], " ".join(map(str, pulses))])
 
 
-def _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref):
+def _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, sigma_ref, paths):
   plots = []
   budgets = sorted({t for m in methods for t in methods[m]})
-  colors = {t: plt.cm.viridis(i / max(1, len(budgets) - 1)) for i, t in enumerate(budgets)}
+  colors = {t: matplotlib.colormaps["viridis"](i / max(1, len(budgets) - 1)) for i, t in enumerate(budgets)}
   styles = {"uniform": ("-", "o"), "gbo": ("--", "s"), "closed_form": (":", "^")}
-  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+  fig = Figure(figsize=(7.5, 4.5))
+  ax = fig.subplots()
   xs = np.asarray(sigmas[1:])
   for c in curves.values():
     m, t = c["method"], c["budget"]
@@ -565,30 +475,31 @@ def _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, 
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(workdir / "accuracy_vs_noise.png", dpi=100)
-  plt.close(fig)
   plots.append("accuracy_vs_noise.png")
 
   if search_info:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     width = 0.8 / max(1, len(search_info))
     for i, (tb, info) in enumerate(search_info.items()):
       pulses = methods["gbo"][int(tb)][-1]
       axes[0].bar(np.arange(n_layers) + i * width, pulses, width, label=f"GBO T̄={tb}")
       s = np.asarray(info["per_search"][-1]["fisher_sensitivity"])
       axes[1].bar(np.arange(n_layers) + i * width, s / s.sum(), width, label=f"T̄={tb}")
-    axes[0].set(xlabel="binary layer", ylabel="pulses T_l",
+    axes[0].set(xlabel="crossbar layer (params path)", ylabel="pulses T_l",
                 title=f"Pulses per layer chosen by GBO (sigma = {sigmas[-1]:.3g})",
-                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=[f"xb{i}" for i in range(n_layers)])
-    axes[1].set(xlabel="binary layer", ylabel="S_l (normalised)", title="Sensitivity S_l = n_r E||dL/dy||²",
-                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=[f"xb{i}" for i in range(n_layers)])
+                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=["/".join(p) for p in paths])
+    axes[1].set(xlabel="crossbar layer (params path)", ylabel="S_l (normalised)",
+                title="Sensitivity S_l = n_r E||dL/dy||²",
+                xticks=np.arange(n_layers) + 0.4 - width / 2, xticklabels=["/".join(p) for p in paths])
     for a in axes:
       a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(workdir / "pulses_per_layer.png", dpi=100)
-    plt.close(fig)
     plots.append("pulses_per_layer.png")
 
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for m in methods:
     pts = sorted((inference_cost(p[-1], costs)["reads"], 100 * acc[m][t][-1].mean(), 100 * acc[m][t][-1].std())
                  for t, p in methods[m].items())
@@ -600,7 +511,6 @@ def _plots(workdir, curves, methods, search_info, n_layers, sigmas, acc, costs, 
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(workdir / "pareto_severe.png", dpi=100)
-  plt.close(fig)
   plots.append("pareto_severe.png")
   return plots
 
@@ -610,9 +520,9 @@ def _check_note(summary):
   if not c:
     return "No fast / per-pulse consistency check in this preset."
   parts = ", ".join(f"{k} {100 * c[k]['mean']:.1f} ± {100 * c[k]['std']:.1f} %"
-                    for k in ("fast", "per_pulse", "study_evaluator"))
-  return (f"Consistency check on {c['images']} test images at sigma_ref with pulses {c['pulses']} (library fast "
-          f"mode, library per-pulse mode, study evaluator; independent draws): {parts}.")
+                    for k in ("fast", "per_pulse"))
+  return (f"Consistency check on {c['images']} test images at sigma_ref with pulses {c['pulses']} (read noise in "
+          f"fast mode, and every pulse read per tile, on the programmed weights; independent draws): {parts}.")
 
 
 def _latency_note(summary):

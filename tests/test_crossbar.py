@@ -1,5 +1,6 @@
 """Tests of the crossbar simulator: encodings, tiling, zero-noise exactness, noise laws, modes, static noise,
-STE, BN folding, keys, cost accounting and argument validation (GBO spec section 7)."""
+STE, cost accounting and argument validation. The effects on Flax models (read noise, programming, the chip
+evaluator, keys, BN folding) are tested in test_crossbar_effects.py."""
 
 import itertools
 import math
@@ -29,22 +30,10 @@ from jaxhw.crossbar import (
   noise_factor_continuous,
   preset,
   program,
-  ste_heaviside,
-  ste_sign,
-  ste_sign_sg,
   thermometer,
   tile_grid,
 )
-from jaxhw.models.binary_net import (
-  binary_cnn_init,
-  binary_mlp_init,
-  binary_net_apply,
-  binary_net_bn_stats,
-  crossbar_layer_fn,
-  fold_binary_net,
-  folded_net_apply,
-  program_net,
-)
+from jaxhw.models.binary_net import ste_heaviside, ste_sign, ste_sign_sg
 
 
 def _pm1(seed, shape):
@@ -283,43 +272,6 @@ def test_conductance_formula_matches_numpy_reference():
   np.testing.assert_allclose(w_eff, (gp - gm) / (g_on - g_off), rtol=1e-5)
 
 
-# ---------------------------------------------------------------------------------------------------- keys
-
-@pytest.fixture(scope="module")
-def mlp():
-  """A small binary MLP with random BN affine (negative gamma included), its data and chunked BN statistics."""
-  rng = np.random.default_rng(1)
-  params = binary_mlp_init(jax.random.key(0), (100, 64, 32, 10))
-  for p in params.values():
-    if "gamma" in p:
-      p["gamma"] = jnp.asarray(rng.normal(size=p["gamma"].shape), jnp.float32)
-      p["beta"] = jnp.asarray(rng.normal(size=p["beta"].shape), jnp.float32)
-  x = rng.random((256, 100), np.float32)
-  bn = binary_net_bn_stats(params, x, batch_size=100, binarize_input=0.5)  # chunked: 100 + 100 + 56
-  return params, x, bn, fold_binary_net(params, bn)
-
-
-def test_same_key_same_output_and_layers_uncorrelated(mlp):
-  _, x_all, _, folded = mlp
-  x = x_all[:8]
-  config = CrossbarConfig(tile_rows=32, sigma=2.0)
-  w_effs = program_net(folded, jax.random.key(2), config)
-  run = jax.jit(lambda f, we, k: folded_net_apply(f, x, layer_fn=crossbar_layer_fn(we, (1, 1), k, config)))
-  np.testing.assert_array_equal(np.asarray(run(folded, w_effs, jax.random.key(4))),
-                                np.asarray(run(folded, w_effs, jax.random.key(4))))
-  assert not np.array_equal(np.asarray(run(folded, w_effs, jax.random.key(4))),
-                            np.asarray(run(folded, w_effs, jax.random.key(5))))
-  # the noise each layer adds (same input and weights for both layers) must be uncorrelated across layers
-  h = _pm1(6, (2000, 48))
-  w = _pm1(7, (48, 48))
-  both = jax.jit(lambda hh, ww: [crossbar_layer_fn([ww, ww], (1, 1), jax.random.key(8), config)(i, hh, None)
-                                 for i in (0, 1)])
-  ref = h.astype(np.float64) @ w
-  n0, n1 = [(np.asarray(y) - ref).ravel() for y in both(h, w)]
-  assert abs(np.corrcoef(n0, n1)[0, 1]) < 0.02
-  assert n0.std() > 1.0
-
-
 # ------------------------------------------------------------------------------------------------------ STE
 
 class TestSTE(chex.TestCase):
@@ -335,52 +287,6 @@ class TestSTE(chex.TestCase):
     np.testing.assert_array_equal(np.asarray(self.variant(ste_sign_sg)(x)), np.asarray(ste_sign(x)))
     np.testing.assert_array_equal(np.asarray(self.variant(ste_heaviside)(x)), (np.asarray(x) > 0).astype(float))
     assert float(ste_sign(jnp.float32(0.0))) == 1.0
-
-
-# ------------------------------------------------------------------------------------------------ BN folding
-
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_folded_net_equals_unfolded_without_noise(kind, mlp):
-  key = jax.random.key(0)
-  if kind == "mlp":
-    params, x, bn, folded = mlp
-    binarize = 0.5
-  else:
-    rng = np.random.default_rng(2)
-    params = binary_cnn_init(key, (4, 4, 2), channels=(4,), dense=(8,))  # conv0, binary conv, binary dense
-    for p in params.values():  # random BN affine, including negative gamma (flipped thresholds)
-      if "gamma" in p:
-        p["gamma"] = jnp.asarray(rng.normal(size=p["gamma"].shape), jnp.float32)
-        p["beta"] = jnp.asarray(rng.normal(size=p["beta"].shape), jnp.float32)
-    x = rng.random((96, 4, 4, 2), np.float32)
-    binarize = None
-    bn = binary_net_bn_stats(params, x, batch_size=64, binarize_input=binarize)  # chunked: 64 + 32
-    folded = fold_binary_net(params, bn)
-  config = CrossbarConfig(tile_rows=16)
-
-  @jax.jit
-  def run(params, folded, bn, xx):
-    ref = binary_net_apply(params, xx, bn_stats=bn, binarize_input=binarize)
-    out = folded_net_apply(folded, xx, binarize_input=binarize)
-    thr = folded_net_apply(folded, xx, binarize_input=binarize, threshold=True)
-    _, used = binary_net_apply(params, xx, bn_stats=None, binarize_input=binarize, return_stats=True)
-    xb = None
-    if kind == "mlp":  # crossbar at sigma = 0 gives the same
-      xb = folded_net_apply(folded, xx, binarize_input=binarize, layer_fn=crossbar_layer_fn(
-          program_net(folded, key, config), (2,) * 4, key, config, mode="per_pulse"))
-    return ref, out, thr, used, xb
-
-  ref, out, thr, used, xb = run(params, folded, bn, x)
-  close = np.isclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4).all(-1)
-  assert close.mean() > 0.97  # ties (pre-activation exactly at the threshold) may flip
-  assert np.isclose(np.asarray(thr), np.asarray(out), rtol=1e-4, atol=1e-4).all(-1).mean() > 0.97
-  if xb is not None:
-    np.testing.assert_allclose(np.asarray(xb), np.asarray(out), rtol=1e-5, atol=1e-5)
-  # chunked population statistics equal the one-shot batch statistics over the whole set, every layer
-  assert set(bn) == set(used)
-  for name in bn:
-    for m in ("mean", "var"):
-      np.testing.assert_allclose(np.asarray(bn[name][m]), np.asarray(used[name][m]), rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------- cost

@@ -1,4 +1,5 @@
-"""Tests of GBO: relaxed gradients, budget repair, closed form, Gumbel straight-through (GBO spec section 7)."""
+"""Tests of GBO: relaxed gradients, budget repair, closed form, Gumbel straight-through, and the search run through
+`jaxhw.train` (allocation logits and the multiplier as its params, the Stein sensitivity as its model state)."""
 
 import chex
 import jax
@@ -12,22 +13,26 @@ from jaxhw.crossbar import (
   fisher_sensitivity,
   gbo,
   gumbel_straight_through,
+  noise_objectives,
   repair,
   round_ste,
   uniform_allocation,
 )
 from jaxhw.crossbar.gbo import DEFAULT_CANDIDATES
-from jaxhw.models.binary_net import binary_mlp_init, binary_net_bn_stats, fold_binary_net, gbo_objectives
+from jaxhw.models.binary_net import BinaryMLP, binary_layer_paths
 
 
 @pytest.fixture(scope="module")
 def tiny():
-  params = binary_mlp_init(jax.random.key(0), (64, 32, 16, 10))  # two binary layers
+  """A frozen two-binary-layer MLP (population BN statistics over its data), the data, and GBO's objectives."""
+  model = BinaryMLP(features=(32, 16), num_classes=10)
   rng = np.random.default_rng(1)
   x = rng.random((200, 64), np.float32)
   y = rng.integers(0, 10, 200).astype(np.int32)
-  folded = fold_binary_net(params, binary_net_bn_stats(params, x))
-  return folded, x, y
+  variables = model.init(jax.random.key(0), x[:1])
+  _, upd = model.clone(bn_momentum=0.0).apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = {**variables, **upd}
+  return variables, x, y, noise_objectives(model.apply, variables, binary_layer_paths(model))
 
 
 class TestRelaxation(chex.TestCase):
@@ -51,8 +56,7 @@ class TestRelaxation(chex.TestCase):
 def test_relaxed_gradients_finite_nonzero_and_zero_without_noise(tiny):
   """dL/dalpha (Gumbel ST) and dL/dtheta (continuous T) are finite and non-zero for every layer at sigma > 0, and
   exactly 0 at sigma = 0 (spec oracle 6); both relaxations in one compiled function."""
-  folded, x, y = tiny
-  loss_fn, _ = gbo_objectives(folded)
+  _, x, y, (loss_fn, _) = tiny
   cand = jnp.asarray(DEFAULT_CANDIDATES, jnp.float32)
   batch = (x[:100], y[:100])
 
@@ -102,29 +106,39 @@ def test_repair_and_closed_form_respect_budget():
     repair((1, 1, 1), [1, 1, 1], reads, 0.5 * reads.sum())
 
 
-def test_gbo_search_meets_budget_and_moves_alpha(tiny):
-  folded, x, y = tiny
-  loss_fn, grad_fn = gbo_objectives(folded)
+def test_gbo_search_meets_budget_and_moves_alpha(tiny, tmp_path):
+  folded, x, y, (loss_fn, grad_fn) = tiny
   reads, n_rows = [4.0, 1.0], [1, 1]
   sens = fisher_sensitivity(lambda b, k: grad_fn(jnp.full((2,), 2.0), b, k), [(x[:50], y[:50])],
                             jax.random.key(0), n_rows)
   assert sens.shape == (2,) and np.all(sens > 0)
+  kw0 = dict(reads=reads, n_rows=n_rows, mean_pulses=2, sigma=4.0, key=jax.random.key(1), model=folded)
   for relaxation in ("gumbel", "continuous"):
-    res = gbo(loss_fn, (x, y), reads=reads, n_rows=n_rows, mean_pulses=2, sigma=4.0, key=jax.random.key(1),
-              config=GBOConfig(epochs=1, batch_size=100, relaxation=relaxation), model=folded)
+    res = gbo(loss_fn, (x, y), config=GBOConfig(epochs=1, batch_size=100, relaxation=relaxation),
+              workdir=tmp_path if relaxation == "gumbel" else None, **kw0)
     assert res.energy <= res.budget + 1e-9 and res.budget == 2 * sum(reads)
     assert np.all(np.isfinite(res.logits)) and np.any(res.logits != res.logits.ravel()[0])
     assert len(res.history) == 2 and res.pulses == res.search_pulses and res.validation == {}
-  # a held-out score that prefers the uniform allocation replaces the search result; one that prefers the
-  # search result keeps it (same compiled step: no recompilation)
-  kw = dict(reads=reads, n_rows=n_rows, mean_pulses=2, sigma=4.0, key=jax.random.key(1), model=folded,
-            config=GBOConfig(epochs=1, batch_size=100))
-  res = gbo(loss_fn, (x, y), validate_fn=lambda p: 0.0 if p == (2, 2) else 1.0, **kw)
-  assert res.pulses == (2, 2) and set(res.validation) == {"search", "uniform"}
-  if res.search_pulses != (2, 2):
-    assert res.validation["search"] == 1.0
-  res = gbo(loss_fn, (x, y), validate_fn=lambda p: 1.0 if p == (2, 2) else 0.0, **kw)
-  assert res.pulses == res.search_pulses
+    # the multiplier is the trainer's second parameter: projected gradient ascent on the budget violation
+    lam = 0.0
+    for h in res.history:
+      lam = max(0.0, lam + GBOConfig().dual_lr * (h["cost_ratio"] - 1.0))
+      assert abs(h["lambda"] - lam) < 1e-5
+    if relaxation == "gumbel":
+      first = res
+  # a search with a workdir resumes from its checkpoint: the rerun ends where the first one did
+  again = gbo(loss_fn, (x, y), config=GBOConfig(epochs=1, batch_size=100), workdir=tmp_path, **kw0)
+  np.testing.assert_array_equal(first.logits, again.logits)
+  np.testing.assert_allclose(first.sensitivity, again.sensitivity, rtol=1e-6)
+  assert (tmp_path / "metrics.jsonl").is_file()
+  # soft budget: the multiplier stays fixed; a held-out score that prefers the uniform allocation replaces the
+  # search result
+  soft = gbo(loss_fn, (x, y), config=GBOConfig(epochs=1, batch_size=100, budget_mode="soft", soft_lambda=0.3),
+             validate_fn=lambda p: 0.0 if p == (2, 2) else 1.0, **kw0)
+  assert all(h["lambda"] == pytest.approx(0.3) for h in soft.history)
+  assert soft.pulses == (2, 2) and set(soft.validation) == {"search", "uniform"}
+  if soft.search_pulses != (2, 2):
+    assert soft.validation["search"] == 1.0
   with pytest.raises(ValueError, match="candidates"):
     GBOConfig(candidates=(0, 1))
   with pytest.raises(ValueError, match="sigma"):

@@ -1,119 +1,50 @@
-"""Binary neural network pieces: sign with straight-through estimators, latent weights, BN folding.
+"""Binary layers on a crossbar: latent-weight clipping and batch-norm folding into digital thresholds.
 
-`ste_sign` follows larq: forward +1 where x >= 0 else -1 (never `jnp.sign`, which gives 0 at
-0); backward g 1[|x| <= 1], boundary included. Latent real weights are binarised in the
-forward pass and clipped to [-1, 1] after each optimizer update (`clip_latent`).
+Latent real weights are binarised in the forward pass (`jaxhw.models.binary_net`) and clipped to [-1, 1] after
+each optimizer update (`clip_latent`, selecting layers by params-tree path). At inference, batch norm folds into a
+digital per-channel affine k y + c applied after the ADC (the read noise enters before it), and before a sign into
+a threshold (`fold_bn`, `bn_sign_threshold`).
+
+References:
+  Kim, Kim, Kim, Kim, Panda, "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive
+  Crossbar", DATE 2022, arXiv:2201.01479.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
+from jaxhw.effects import path_matches
+
 
 def _sign(x):
   return jnp.where(x >= 0, 1.0, -1.0).astype(jnp.result_type(x, jnp.float32))
 
 
-@jax.custom_vjp
-def ste_sign(x: Array) -> Array:
-  """Sign with the straight-through estimator (clipped identity), larq semantics.
+def clip_latent(layers: Iterable[str | Sequence[str]], bound: float = 1.0) -> optax.GradientTransformation:
+  """Makes the update land the latent binary kernels inside [-bound, bound] (chain it after the optimizer).
 
-  Forward: +1 where x >= 0, else -1. Backward: g * 1[|x| <= 1].
-
-  References:
-    GBO spec, section 4 ("ste_sign follows larq semantics [V]").
-  """
-  return _sign(x)
-
-
-def _ste_fwd(x):
-  return _sign(x), x
-
-
-def _ste_bwd(x, g):
-  return (g * (jnp.abs(x) <= 1).astype(g.dtype),)
-
-
-ste_sign.defvjp(_ste_fwd, _ste_bwd)
-
-
-def ste_sign_sg(x: Array) -> Array:
-  """The stop-gradient form of `ste_sign`: x_c + stop_gradient(sign(x_c) - x_c), x_c = clip(x, -1, 1).
-
-  Same forward and gradient as `ste_sign`. The clip is written with `where` so that the
-  gradient at |x| = 1 is exactly 1 (min/max split ties as 0.5 under jit).
-
-  References:
-    GBO spec, section 4.
-  """
-  xc = jnp.where(jnp.abs(x) <= 1, x, jax.lax.stop_gradient(jnp.clip(x, -1.0, 1.0)))
-  return xc + jax.lax.stop_gradient(_sign(x) - xc)
-
-
-@jax.custom_vjp
-def ste_heaviside(x: Array) -> Array:
-  """Heaviside with STE: forward 1 if x > 0 else 0; backward g * 1[|x| <= 1].
-
-  References:
-    GBO spec, section 4.
-  """
-  return (x > 0).astype(jnp.result_type(x, jnp.float32))
-
-
-ste_heaviside.defvjp(lambda x: ((x > 0).astype(jnp.result_type(x, jnp.float32)), x), _ste_bwd)
-
-
-@jax.custom_vjp
-def approx_sign(x: Array) -> Array:
-  """Sign with the ApproxSign gradient g * (2 - 2|x|) on |x| <= 1 (Bi-Real Net)."""
-  return _sign(x)
-
-
-approx_sign.defvjp(lambda x: (_sign(x), x),
-                   lambda x, g: (g * jnp.where(jnp.abs(x) <= 1, 2 - 2 * jnp.abs(x), 0.0),))
-
-
-def swish_sign(x: Array, beta: float = 5.0) -> Array:
-  """Sign with the SwishSign gradient d/dx [2 sigma(beta x)(1 + beta x (1 - sigma(beta x))) - 1]."""
-  def surrogate(z):
-    s = jax.nn.sigmoid(beta * z)
-    return 2 * s * (1 + beta * z * (1 - s)) - 1
-  sur = surrogate(x)
-  return sur + jax.lax.stop_gradient(_sign(x) - sur)
-
-
-SIGNS: dict[str, Callable] = {"ste_sign": ste_sign, "ste_sign_sg": ste_sign_sg,
-                              "approx_sign": approx_sign, "swish_sign": swish_sign}
-
-
-def clip_latent(is_latent: Callable[[tuple, Array], bool] | None = None,
-                bound: float = 1.0) -> optax.GradientTransformation:
-  """Makes the update land the latent weights inside [-bound, bound] (apply after the optimizer).
-
-  The update u is replaced by clip(p + u, -bound, bound) - p for the selected leaves, so
+  The update u is replaced by clip(p + u, -bound, bound) - p for the ``kernel`` leaves of the selected layers, so
   `optax.apply_updates` yields clipped latent weights.
 
   Args:
-    is_latent: predicate on (key path, leaf) selecting latent binary weights; default: every
-      leaf whose last key is "w" under a key starting with "xb".
+    layers: params-tree paths of the binary layers (``("Dense_0",)`` or ``"block/Conv_0"``), e.g.
+      `jaxhw.models.binary_net.binary_layer_paths(model)`.
     bound: the clip bound.
 
   Returns:
     An optax GradientTransformation (needs params in `update`).
-
-  References:
-    GBO spec, section 4 ("clipped to [-1, 1] after each optax.apply_updates").
   """
-  def default(path, leaf):
-    names = [getattr(p, "key", getattr(p, "name", "")) for p in path]
-    return bool(names) and names[-1] == "w" and any(str(n).startswith("xb") for n in names)
+  layers = tuple(layers)
 
-  pred = default if is_latent is None else is_latent
+  def pred(path) -> bool:
+    names = tuple(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+    return bool(names) and names[-1] == "kernel" and path_matches(names[:-1], layers)
 
   def init(params):
     del params
@@ -123,7 +54,7 @@ def clip_latent(is_latent: Callable[[tuple, Array], bool] | None = None,
     if params is None:
       raise ValueError("clip_latent needs params in update(updates, state, params)")
     new = jax.tree_util.tree_map_with_path(
-        lambda path, u, p: jnp.clip(p + u, -bound, bound) - p if pred(path, p) else u, updates, params)
+        lambda path, u, p: jnp.clip(p + u, -bound, bound) - p if pred(path) else u, updates, params)
     return new, state
 
   return optax.GradientTransformation(init, update)
@@ -140,9 +71,6 @@ def fold_bn(gamma: Float[Array, " c"], beta: Float[Array, " c"], mean: Float[Arr
 
   Returns:
     (k, c) with BN(y) = k y + c.
-
-  References:
-    GBO spec, section 4 ("Inference").
   """
   k = gamma * jax.lax.rsqrt(var + eps)
   return k, beta - k * mean
@@ -153,9 +81,6 @@ def bn_sign_threshold(k: Array, c: Array) -> tuple[Array, Array]:
 
   Returns:
     (s, theta). Ties (y + theta = 0 with s = -1) are the only disagreement with ste_sign.
-
-  References:
-    GBO spec, section 4 ("before a sign it becomes a threshold").
   """
   s = _sign(k)
   safe = jnp.where(k == 0, 1.0, k)

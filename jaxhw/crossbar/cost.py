@@ -1,6 +1,6 @@
 """Energy, latency and ADC accounting per crossbar layer (pulses x reads x columns).
 
-Proxies (spec section 3, "Cost"): R_l = n_r n_c P_l array reads per pulse per image (P_l =
+Proxies (Kim et al., arXiv:2201.01479): R_l = n_r n_c P_l array reads per pulse per image (P_l =
 output positions, 1 for dense); energy proxy E(T) = sum_l T_l R_l; latency proxy
 Lambda = sum_l T_l P_l (tiles in parallel, layers in sequence); ADC conversions
 sum_l T_l n_r (physical columns) P_l. Physical units come from an `EnergyModel` whose
@@ -57,7 +57,8 @@ def layer_cost(fan_in: int, fan_out: int, config: CrossbarConfig, positions: int
   """Cost constants of a layer with fan-in N, fan-out M and P output positions.
 
   References:
-    GBO spec, section 3 ("Cost").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if positions < 1:
     raise ValueError(f"positions must be >= 1, got {positions}")

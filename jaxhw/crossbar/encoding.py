@@ -3,7 +3,7 @@
 An encoding sends an unsigned level u in {0, ..., L} as T binary pulses b_t with
 significances s_t >= 0, sum_t s_t = L, such that sum_t s_t b_t(u) = u. After the
 shift-and-add, per-read noise of variance sigma^2 is scaled by the noise factor
-c(s) = sum_t s_t^2 / L^2 (spec section 1, "Encodings").
+c(s) = sum_t s_t^2 / L^2 (Kim et al., arXiv:2201.01479).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def bitserial(bits: int) -> Encoding:
     The Encoding.
 
   References:
-    GBO spec, section 1 ("Encodings", `bitserial`).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   _check_bits(bits)
   return Encoding("bitserial", tuple(2**t for t in range(bits)), 2**bits - 1)
@@ -76,7 +77,8 @@ def thermometer(levels: int) -> Encoding:
     The Encoding.
 
   References:
-    GBO spec, section 1 ("Encodings", `thermometer`).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if not isinstance(levels, (int, np.integer)) or levels < 1:
     raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
@@ -134,7 +136,8 @@ def mixed(bits: int, pulses: int) -> Encoding:
     The Encoding (for B = 4: sum s^2 = 85, 53, 41, 35, 29, 25, 21, 15 at T = 4, 5, 6, 7, 8, 10, 12, 15).
 
   References:
-    GBO spec, section 1 ("Encodings", `mixed` [R]).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   _check_bits(bits)
   if bits > _MAX_MIXED_BITS:
@@ -157,7 +160,8 @@ def repeat(encoding: Encoding, k: int) -> Encoding:
     The repeated Encoding (T = k * T_base).
 
   References:
-    GBO spec, section 1 ("Encodings", `repeat k`).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if not isinstance(k, (int, np.integer)) or k < 1:
     raise ValueError(f"k (repeats) must be an integer >= 1, got {k!r}")
@@ -179,7 +183,8 @@ def make_encoding(kind: str, bits: int, pulses: int) -> Encoding:
     The Encoding.
 
   References:
-    GBO spec, section 1 ("Default [R]: thermometer + repeat").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if kind not in ENCODINGS:
     raise ValueError(f"kind must be one of {ENCODINGS}, got {kind!r}")
@@ -210,7 +215,8 @@ def decompose(u: Array, encoding: Encoding) -> Float[Array, "T ..."]:
     follows `encoding.significances`.
 
   References:
-    GBO spec, section 1 ("Encodings": greedy decomposition).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   r = jnp.asarray(u, jnp.float32)
   base = encoding.base
@@ -227,7 +233,8 @@ def noise_factor(encoding: Encoding) -> float:
   """c(s) = sum_t s_t^2 / L^2 (1/T for thermometer + repeat with L = 1).
 
   References:
-    GBO spec, section 1 ("Dynamic noise": Var = sigma^2 n_r c(s)).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   return float(sum(s * s for s in encoding.significances) / encoding.levels**2)
 
@@ -236,7 +243,8 @@ def level_energy(encoding: Encoding) -> np.ndarray:
   """e(u) = sum_t s_t^2 b_t(u) / L^2 for u = 0..L (proportional-noise lookup).
 
   References:
-    GBO spec, section 1 ("proportional").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   s2 = np.asarray(encoding.significances) ** 2
   out = np.zeros(encoding.levels + 1)
@@ -265,7 +273,8 @@ def noise_factor_continuous(pulses: Array, kind: str = "thermometer", bits: int 
     c(T), same shape as `pulses`.
 
   References:
-    GBO spec, section 3 ("Relaxation B").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if kind not in ENCODINGS:
     raise ValueError(f"kind must be one of {ENCODINGS}, got {kind!r}")

@@ -43,7 +43,8 @@ def noise_factor_of(pulses, input_bits: int, config: CrossbarConfig):
   """c(s) for T pulses: 1/T for binary inputs and thermometer codes (T may be traced).
 
   References:
-    GBO spec, section 1 ("Dynamic noise").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if input_bits == 1 or config.encoding == "thermometer":
     return 1.0 / jnp.asarray(pulses, jnp.float32)
@@ -68,7 +69,8 @@ def aggregate_noise_std(fan_in: int, pulses, config: CrossbarConfig, *, input_bi
     The std, a scalar.
 
   References:
-    GBO spec, section 1 (Var(y_hat - y) = sigma^2 n_r c(s)).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   sigma = config.sigma if sigma is None else sigma
   n_r = math.ceil(fan_in / config.tile_rows)
@@ -187,7 +189,8 @@ def crossbar_matmul(x: Float[Array, "*batch n"], w_eff: Float[Array, "n m"], *, 
     y_hat, shape (*batch, M). With no noise it equals W_eff x exactly.
 
   References:
-    GBO spec, sections 1-2.
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   _check_pulses(pulses)
   _check_bits(input_bits)
@@ -232,7 +235,8 @@ def crossbar_conv(x: Float[Array, "b h w cin"], w_eff: Float[Array, "kh kw cin c
     y_hat, NHWC.
 
   References:
-    GBO spec, section 1 ("Tiling": fan-in k*k*C_in).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   mode = config.mode if mode is None else mode
   if config.adc_bits is not None and config.adc_mode == "per_read":

@@ -8,15 +8,23 @@ T_bar E(1) is enforced by dual ascent on lambda during search, then exactly by a
 discretise-and-repair step. Baselines: uniform T and the closed-form allocation
 T_l* = B_E sqrt(S_l / R_l) / sum_m sqrt(S_m R_m) from an empirical-Fisher sensitivity S_l.
 
-The model enters only through `loss_fn(stds, batch, key) -> scalar`, the task loss when binary
-layer l adds noise of std `stds[l]` to its output (see `jaxhw.models.binary_net`).
+The search runs in `jaxhw.train.train`: its parameters are the allocation logits and the
+multiplier lambda, updated by one `optax.multi_transform` (Adam descent on the logits, projected
+gradient ascent on lambda); the Stein sensitivity it accumulates is carried as model state.
+The model enters only through `loss_fn(stds, batch, key) -> scalar`, the task loss when crossbar
+layer l adds noise of std `stds[l]` to its output; `noise_objectives` builds it for any Flax
+model from its apply function and the crossbar layers' paths.
+
+References:
+  Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+  DATE 2022, arXiv:2201.01479.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -24,6 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from jaxhw.crossbar.read_noise import PathKey, output_noise, output_shapes, zeros_like_outputs
+from jaxhw.effects import attach
+from jaxhw.train import TrainConfig, train
 
 RELAXATIONS = ("gumbel", "continuous")
 BUDGET_MODES = ("hard", "soft")
@@ -50,7 +62,8 @@ class GBOConfig:
       shuffles the batches.
 
   References:
-    GBO spec, section 3.
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
 
   candidates: tuple[int, ...] = DEFAULT_CANDIDATES
@@ -126,7 +139,8 @@ def uniform_allocation(mean_pulses: int, num_layers: int) -> tuple[int, ...]:
   """T_l = T_bar for every layer (meets B_E exactly).
 
   References:
-    GBO spec, section 3 ("Baselines", 1).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   if not isinstance(mean_pulses, (int, np.integer)) or mean_pulses < 1:
     raise ValueError(f"mean_pulses must be an integer >= 1, got {mean_pulses!r}")
@@ -140,7 +154,8 @@ def gumbel_straight_through(alpha: Float[Array, "L K"], key: PRNGKeyArray, tau) 
     (h, p), both (L, K); h is exactly one-hot in the forward pass.
 
   References:
-    GBO spec, section 3 ("Relaxation A").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   g = jax.random.gumbel(key, alpha.shape, jnp.float32)
   p = jax.nn.softmax((alpha + g) / tau, axis=-1)
@@ -183,7 +198,8 @@ def repair(pulses: Sequence[int], sensitivity: Sequence[float], reads: Sequence[
     The repaired pulses, with E <= B_E (ValueError if even all-minimum exceeds it).
 
   References:
-    GBO spec, section 3 ("Discretise and repair").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   cand = list(candidates)
   n = len(pulses)
@@ -250,7 +266,8 @@ def closed_form_allocation(sensitivity: Sequence[float], reads: Sequence[float],
     Per-layer pulse counts with E <= B_E.
 
   References:
-    GBO spec, section 3 ("Baselines", 2).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   s = np.maximum(np.asarray(sensitivity, np.float64), 1e-30)
   r = np.asarray(reads, np.float64)
@@ -275,7 +292,8 @@ def fisher_sensitivity(grad_fn: Callable, batches: Sequence, key: PRNGKeyArray,
     S, shape (L,).
 
   References:
-    GBO spec, section 3 ("Baselines", 2).
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   acc, n = None, 0
   for i, batch in enumerate(batches):
@@ -286,76 +304,37 @@ def fisher_sensitivity(grad_fn: Callable, batches: Sequence, key: PRNGKeyArray,
   return np.asarray(n_rows, np.float64) * acc / max(n, 1)
 
 
-def _batches(data, batch_size, epochs, seed):
-  n = len(data[0])
-  rng = np.random.default_rng(seed)
-  for _ in range(epochs):
-    perm = rng.permutation(n)
-    for i in range(0, n - batch_size + 1, batch_size):
-      sel = perm[i:i + batch_size]
-      yield tuple(np.asarray(a)[sel] for a in data)
-
-
-@functools.lru_cache(maxsize=32)
-def _make_step(loss_fn: Callable, relaxation: str, budget_mode: str, lr: float, c_cont: Callable):
-  """One jitted search step per (loss_fn, static settings); every array and scalar is an argument, so
-  repeated searches (other sigma, budget or data) reuse the compilation."""
-  tx = optax.adam(lr)
-
-  def relax(theta, k_g, tau, std_table, sigma, n_rows, reads, cand, t_min):
-    if relaxation == "gumbel":
-      h, _ = gumbel_straight_through(theta, k_g, tau)
-      stds = jnp.sum(h * std_table, -1)
-      e_p = jnp.sum(jax.nn.softmax(theta, -1) @ cand * reads)       # expected cost of the sample
-    else:
-      t = t_min + jax.nn.softplus(theta)
-      stds = sigma * jnp.sqrt(n_rows * c_cont(round_ste(t)))
-      e_p = jnp.sum(t * reads)
-    return stds, e_p
-
-  @jax.jit
-  def step(theta, opt_state, lam, batch, k, tau, std_table, sigma, n_rows, reads, cand, t_min, budget_e, dual_lr,
-           model):
-    k_g, k_n = jax.random.split(k)
-    (stds, e_p), vjp_fn = jax.vjp(lambda th: relax(th, k_g, tau, std_table, sigma, n_rows, reads, cand, t_min),
-                                  theta)
-    args = () if model is None else (model,)
-    task, g_std = jax.value_and_grad(loss_fn)(stds, batch, k_n, *args)
-    ratio = e_p / budget_e - 1.0
-    g_theta_task, = vjp_fn((g_std, jnp.zeros_like(e_p)))
-    g_theta_cost, = vjp_fn((jnp.zeros_like(stds), jnp.ones_like(e_p)))
-    grad = g_theta_task + lam / budget_e * g_theta_cost
-    updates, opt_state = tx.update(grad, opt_state, theta)
-    theta = optax.apply_updates(theta, updates)
-    if budget_mode == "hard":
-      lam = jnp.maximum(0.0, lam + dual_lr * ratio)
-    stein = g_std / jnp.maximum(stds, 1e-12)
-    return theta, opt_state, lam, task, ratio, stein
-
-  return tx, step
-
-
 def _inverse(t):
   return 1.0 / t
+
+
+def _search_tx(config: GBOConfig) -> optax.GradientTransformation:
+  """Adam descent on the allocation logits; projected gradient ascent on the multiplier (hard budget:
+  lambda <- max(0, lambda + dual_lr (E_p / B_E - 1))), or a fixed multiplier (soft budget)."""
+  if config.budget_mode == "hard":
+    dual = optax.chain(optax.scale(config.dual_lr), optax.keep_params_nonnegative())
+  else:
+    dual = optax.set_to_zero()
+  return optax.multi_transform({"alpha": optax.adam(config.lr), "lam": dual}, {"alpha": "alpha", "lam": "lam"})
 
 
 def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Sequence[int], mean_pulses: float,
         sigma: float, key: PRNGKeyArray, config: GBOConfig = GBOConfig(), c_table=None,
         c_continuous: Callable | None = None, sensitivity: Sequence[float] | None = None,
-        validate_fn: Callable[[tuple[int, ...]], float] | None = None, model=None) -> GBOResult:
+        validate_fn: Callable[[tuple[int, ...]], float] | None = None, model=None,
+        workdir: str | Path | None = None) -> GBOResult:
   """Searches per-layer pulse counts by gradient descent under the average pulse budget.
 
   Args:
     loss_fn: `loss_fn(stds, batch, key) -> scalar` task loss (mean cross-entropy) when binary
       layer l adds Gaussian noise of std stds[l] (a traced (L,) vector) to its output; the
-      weights and BN are frozen inside it (inference mode). Keep the same function object
-      across calls: the compiled search step is cached on it. With `model` given it is called
-      as `loss_fn(stds, batch, key, model)`.
+      weights and BN are frozen inside it (inference mode), e.g. from `noise_objectives`. With
+      `model` given it is called as `loss_fn(stds, batch, key, model)`.
     data: tuple of arrays (e.g. (x, y)) the search batches are drawn from.
     reads: R_l = n_r n_c P_l array reads per pulse (cost).
     n_rows: n_r,l row tiles (noise).
     mean_pulses: T_bar; B_E = T_bar sum_l R_l.
-    sigma: the target read-noise std (spec: sigma_ref).
+    sigma: the target read-noise std (e.g. sigma_ref).
     key: key for Gumbel noise and read noise (separate streams).
     config: GBOConfig.
     c_table: (L, K) noise factor c(T_k) per layer; default 1/T (binary layers).
@@ -365,14 +344,16 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
     validate_fn: optional held-out score, lower is better (e.g. the error rate on a validation
       split read with noise at `sigma`, fixed draws). The repaired search result is kept unless
       the uniform allocation T_bar (when it is an integer candidate) scores strictly lower.
-    model: optional pytree (e.g. the frozen network) passed to `loss_fn` as a jit argument
-      rather than baked into the compiled step as constants.
+    model: optional pytree (e.g. the frozen network's variables) passed to `loss_fn`.
+    workdir: where the search's ``metrics.jsonl`` and checkpoints go (None: in memory); a rerun
+      resumes there.
 
   Returns:
     GBOResult (pulses satisfy E <= B_E).
 
   References:
-    GBO spec, section 3.
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   reads_np, n_rows_np = _check_common(reads, n_rows, mean_pulses, sigma)
   cand = np.asarray(config.candidates, np.float64)
@@ -392,22 +373,53 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
     x0 = max(float(mean_pulses) - t_min, 1e-3)
     logits = jnp.full((num_layers,), float(np.log(np.expm1(x0))), jnp.float32)
 
-  tx, step = _make_step(loss_fn, config.relaxation, config.budget_mode, float(config.lr),
-                        c_continuous or _inverse)
-  consts = (std_table, jnp.float32(sigma), jnp.asarray(n_rows_np, jnp.float32), jnp.asarray(reads_np, jnp.float32),
-            jnp.asarray(cand, jnp.float32), jnp.float32(t_min), jnp.float32(budget_e), jnp.float32(config.dual_lr),
-            model)
-  opt_state = tx.init(logits)
-  lam = jnp.asarray(config.lam_init if config.budget_mode == "hard" else config.soft_lambda, jnp.float32)
-  history, stein_acc = [], np.zeros(num_layers)
-  for i, batch in enumerate(_batches(data, config.batch_size, config.epochs, config.seed)):
-    tau = config.tau_start * (config.tau_end / config.tau_start) ** (i / max(n_steps - 1, 1))
-    k = jax.random.fold_in(key, i)
-    logits, opt_state, lam, task, ratio, stein = step(logits, opt_state, lam, batch, k, jnp.float32(tau), *consts)
-    stein_acc += np.asarray(stein)
-    history.append({"step": i, "task_loss": float(task), "lambda": float(lam), "tau": tau,
-                    "cost_ratio": float(ratio) + 1.0})
-  s_est = n_rows_np * stein_acc / max(len(history), 1)
+  c_cont = c_continuous or _inverse
+  n_rows_j, reads_j, cand_j = (jnp.asarray(a, jnp.float32) for a in (n_rows_np, reads_np, cand))
+  args = () if model is None else (model,)
+
+  def relax(theta, k_g, tau):
+    if config.relaxation == "gumbel":
+      h, _ = gumbel_straight_through(theta, k_g, tau)
+      stds = jnp.sum(h * std_table, -1)
+      e_p = jnp.sum(jax.nn.softmax(theta, -1) @ cand_j * reads_j)       # expected cost of the sample
+    else:
+      t = t_min + jax.nn.softplus(theta)
+      stds = sigma * jnp.sqrt(n_rows_j * c_cont(round_ste(t)))
+      e_p = jnp.sum(t * reads_j)
+    return stds, e_p
+
+  def lagrangian(params, state, batch, step_key, step):
+    """L = CE(noise at stds(alpha)) + lambda (E_p / B_E - 1): descended in alpha, ascended in lambda (its
+    gradient is the budget violation). The task term enters through a surrogate with the value of the task
+    loss and the gradient g_std . dstds/dalpha, so the network is differentiated once, with respect to the
+    stds, whose gradient also feeds the Stein sensitivity carried in `state`."""
+    del step_key  # the search draws from its own key stream
+    k_g, k_n = jax.random.split(jax.random.fold_in(key, step))
+    frac = step.astype(jnp.float32) / max(n_steps - 1, 1)
+    tau = config.tau_start * (config.tau_end / config.tau_start) ** frac
+    stds, e_p = relax(params["alpha"], k_g, tau)
+    task, g_std = jax.value_and_grad(loss_fn)(jax.lax.stop_gradient(stds), batch, k_n, *args)
+    ratio = e_p / budget_e - 1.0
+    lam = params["lam"]
+    surrogate = task + jnp.sum(g_std * (stds - jax.lax.stop_gradient(stds)))
+    loss = surrogate + lam * ratio
+    lam_next = jnp.maximum(0.0, lam + config.dual_lr * ratio) if config.budget_mode == "hard" else lam
+    stein = state["stein"] + g_std / jnp.maximum(jax.lax.stop_gradient(stds), 1e-12)
+    aux = {"task_loss": task, "lambda": jax.lax.stop_gradient(lam_next), "tau": tau,
+           "cost_ratio": jax.lax.stop_gradient(ratio) + 1.0}
+    return loss, (aux, {"stein": jax.lax.stop_gradient(stein)})
+
+  lam0 = config.lam_init if config.budget_mode == "hard" else config.soft_lambda
+  tcfg = TrainConfig(lr=config.lr, batch_size=config.batch_size, epochs=config.epochs, log_every=1,
+                     seed=config.seed)
+  res = train(lagrangian, {"alpha": logits, "lam": jnp.asarray(lam0, jnp.float32)}, tuple(data), tcfg, workdir,
+              model_state={"stein": jnp.zeros((num_layers,), jnp.float32)}, tx=_search_tx(config),
+              desc="gbo search", fingerprint={"gbo": repr(config), "budget_e": budget_e, "sigma": sigma})
+  logits = res.params["alpha"]
+  history = [{"step": r["step"], "task_loss": r["task_loss"], "lambda": r["lambda"], "tau": r["tau"],
+              "cost_ratio": r["cost_ratio"]} for r in res.history]
+  stein_acc = np.asarray(res.model_state["stein"], np.float64)
+  s_est = n_rows_np * stein_acc / n_steps
   s = np.asarray(sensitivity, np.float64) if sensitivity is not None else np.maximum(s_est, 1e-12)
   logits_np = np.asarray(logits)
   if config.relaxation == "gumbel":
@@ -423,3 +435,45 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
       pulses = uniform
   energy = float(np.sum(np.asarray(pulses) * reads_np))
   return GBOResult(pulses, raw, logits_np, s, energy, budget_e, history, searched, scores)
+
+
+def noise_objectives(apply_fn: Callable, variables, layers: Sequence[PathKey], **apply_kwargs):
+  """The model side of GBO for any frozen Flax model: task loss and output gradients under per-layer noise.
+
+  Args:
+    apply_fn: the model's ``apply`` in inference mode (e.g. running batch-norm statistics).
+    variables: its variables (used by `grad_fn`, and by `loss_fn` unless another set is passed).
+    layers: params-tree paths of the crossbar layers; ``stds[l]`` is the noise std of ``layers[l]``.
+    **apply_kwargs: extra arguments for `apply_fn`.
+
+  Returns:
+    ``(loss_fn, grad_fn)``: ``loss_fn(stds, (x, y), key, variables=variables)`` is the mean cross-entropy
+    with N(0, stds[l]^2) added to layer l's output (read noise in fast mode; pass the variables to `gbo` as
+    ``model=``); ``grad_fn(stds, (x, y), key)`` returns the per-sample gradients dl_i/dy_hat_l of every layer
+    (summed loss), for `fisher_sensitivity`.
+  """
+  paths = tuple(tuple(p.split("/")) if isinstance(p, str) else tuple(p) for p in layers)
+
+  def loss_fn(stds, batch, key, net=None):
+    x, y = batch
+    noisy = attach(apply_fn, output_noise(dict(zip(paths, stds))))
+    logits = noisy(variables if net is None else net, x, rngs={"noise": key}, **apply_kwargs)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+  @jax.jit
+  def grad_fn_(net, stds, batch, key):
+    x, y = batch
+    offsets = zeros_like_outputs(output_shapes(apply_fn, net, x, paths, **apply_kwargs))
+
+    def total(offs):
+      noisy = attach(apply_fn, output_noise(dict(zip(paths, stds)), offs))
+      logits = noisy(net, x, rngs={"noise": key}, **apply_kwargs)
+      return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    g = jax.grad(total)(offsets)
+    return tuple(g[p] for p in paths)
+
+  def grad_fn(stds, batch, key):
+    return grad_fn_(variables, stds, batch, key)
+
+  return loss_fn, grad_fn

@@ -65,7 +65,8 @@ def tile_grid(fan_in: int, fan_out: int, tile_rows: int = 128, tile_cols: int = 
     A TileGrid.
 
   References:
-    GBO spec, section 1 ("Tiling").
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
   """
   check_tile_size(tile_rows, tile_cols, mapping)
   if fan_in < 1 or fan_out < 1:

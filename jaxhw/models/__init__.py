@@ -5,12 +5,13 @@ Parameters are plain nested dicts in ``variables["params"]`` (batch-norm statist
 No model imports a hardware package: effects attach from outside through `jaxhw.effects`.
 """
 
+from jaxhw.models.binary_net import BinaryCNN, BinaryMLP, binary_layer_paths
 from jaxhw.models.lenet import LeNet5
 from jaxhw.models.mlp import MLP, dense_paths, mlp, mlp_apply, mlp_init
 from jaxhw.models.resnet import BasicBlock, ResNet, resnet18
 from jaxhw.models.vgg import VGG, VGG_PLANS, vgg16
 
 __all__ = [
-    "MLP", "BasicBlock", "LeNet5", "ResNet", "VGG", "VGG_PLANS", "dense_paths", "mlp", "mlp_apply", "mlp_init",
+    "BinaryCNN", "BinaryMLP", "binary_layer_paths", "MLP", "BasicBlock", "LeNet5", "ResNet", "VGG", "VGG_PLANS", "dense_paths", "mlp", "mlp_apply", "mlp_init",
     "resnet18", "vgg16",
 ]
