@@ -10,6 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import sys
 import threading
@@ -190,6 +191,13 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: b
   return step_fn
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_step(loss_fn: LossFn, tx: optax.GradientTransformation, sam: bool, stateful: bool):
+  """The jitted step, cached per (loss_fn, tx): calls of `train` that pass the same loss and optimizer objects (a
+  sweep over data or initial params) compile it once."""
+  return jax.jit(make_train_step(loss_fn, tx, sam=sam, stateful=stateful), donate_argnums=(0, 1, 2))
+
+
 def as_stream(data: tuple[np.ndarray, ...] | Stream, config: TrainConfig) -> Stream:
   """`data` as a resumable stream: arrays are wrapped in a `BatchIterator` with the config's batch size and seed."""
   if isinstance(data, (tuple, list)):
@@ -274,7 +282,7 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
   sam = tx is None and config.optimizer == "sam"
   tx = tx if tx is not None else make_optimizer(config, n_steps)
   stateful = model_state is not None
-  step_fn = jax.jit(make_train_step(loss_fn, tx, sam=sam, stateful=stateful), donate_argnums=(0, 1, 2))
+  step_fn = _jitted_step(loss_fn, tx, sam, stateful)
   base_key = jax.random.key(config.seed)
 
   state = {"params": params, "opt_state": tx.init(params), "key": jax.random.key_data(base_key)}
