@@ -239,3 +239,38 @@ def test_evaluate_chips_equals_explicit_loop_and_shares_draws(mlp):
   np.testing.assert_array_equal(clean, 1.0)
   with pytest.raises(ValueError, match="chips"):
     crossbar.evaluate_chips(model.apply, variables, x, y, effect_factory=factory, chips=0, key=key)
+
+
+class _HandNoisyDense(nn.Module):
+  """A Dense layer with analog read noise written into its own forward pass (same scope, same key draw)."""
+
+  features: int
+  sigma: float
+  pulses: int
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    b = self.param("bias", nn.initializers.zeros, (self.features,))
+    std = self.sigma * jnp.max(jnp.abs(w)) / jnp.sqrt(float(self.pulses))
+    return x @ (w + std * jax.random.normal(self.make_rng("noise"), w.shape)) + b
+
+
+def test_analog_read_noise_equals_the_noise_written_by_hand():
+  model = nn.Dense(3)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 5)), jnp.float32)
+  v = model.init(jax.random.key(0), x)
+  key = jax.random.key(5)
+  out = jax.jit(effects.attach(model.apply, crossbar.analog_read_noise(0.3, pulses=4)))(v, x, rngs={"noise": key})
+  ref = _HandNoisyDense(3, 0.3, 4).apply(v, x, rngs={"noise": key})
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+  w, b = v["params"]["kernel"], v["params"]["bias"]
+  zero = effects.attach(model.apply, crossbar.analog_read_noise(0.0))(v, x, rngs={"noise": key})
+  np.testing.assert_allclose(zero, x @ w + b, rtol=1e-5, atol=1e-6)
+  # statistics: on unit inputs the read weight is w + N(0, (sigma max|w| / sqrt(pulses))^2)
+  draws = jax.vmap(lambda k: effects.attach(model.apply, crossbar.analog_read_noise(0.3, pulses=4))(
+      v, jnp.eye(5), rngs={"noise": k}))(jax.random.split(jax.random.key(1), 4000))
+  std = float(np.std(np.asarray(draws) - np.asarray(w + b)[None]))
+  np.testing.assert_allclose(std, 0.3 * float(jnp.max(jnp.abs(w))) / 2, rtol=0.05)
+  with pytest.raises(ValueError, match="sigma"):
+    crossbar.analog_read_noise(-1.0)

@@ -16,6 +16,7 @@ References:
   arXiv:2201.01479.
 """
 
+from jaxhw.crossbar.analog import analog_read_noise
 from jaxhw.crossbar.binary import batch_norm, bn_sign_threshold, clip_latent, fold_bn
 from jaxhw.crossbar.chips import chip_keys, evaluate_chips
 from jaxhw.crossbar.cost import (
@@ -67,7 +68,8 @@ from jaxhw.crossbar.read_noise import layer_shapes, output_noise, output_shapes,
 from jaxhw.crossbar.tiles import MAPPINGS, TileGrid, check_tile_size, split_inputs, split_rows, tile_grid
 
 __all__ = [
-    "DEFAULT_CANDIDATES", "ENCODINGS", "MAPPINGS", "PRESETS", "CrossbarConfig", "Encoding", "EnergyModel",
+    "analog_read_noise", "DEFAULT_CANDIDATES", "ENCODINGS", "MAPPINGS", "PRESETS", "CrossbarConfig", "Encoding",
+    "EnergyModel",
     "GBOConfig", "GBOResult", "LayerCost", "TileGrid", "adc_conversions", "adc_quantize", "aggregate_noise_std",
     "batch_norm", "bitserial", "bn_sign_threshold", "budget", "check_tile_size", "chip_keys", "clip_latent",
     "closed_form_allocation", "conv_patches", "conv_weight_matrix", "crossbar_conv", "crossbar_matmul",
