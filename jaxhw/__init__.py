@@ -2,6 +2,8 @@
 
 Subpackages (``jaxhw.faults``, ``jaxhw.hessian``, ...; each is imported on first use):
   effects    the one mechanism that attaches hardware effects to any Flax model from outside
+  layers     static layer descriptions (LayerSpec) shared by sequential models and the SNN converter
+  pytree     params-tree path helpers
   data       vendored MNIST / bAbI loaders, resumable streams, synthetic sets, tfds adapter
   models     Flax Linen models: MLP, LeNet-5, ResNet-18, VGG, the SNN-conversion CNN, the binary crossbar net
   faults     bit layouts, bit flips, single-bit sweeps and the bit-flip attack (HAT)
@@ -22,7 +24,7 @@ from jaxhw.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, Tr
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("effects", "data", "models", "faults", "hessian", "crossbar", "snn", "mann", "storage")
+_SUBPACKAGES = ("effects", "layers", "pytree", "data", "models", "faults", "hessian", "crossbar", "snn", "mann", "storage")
 
 
 def __getattr__(name: str):

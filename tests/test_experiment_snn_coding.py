@@ -5,10 +5,12 @@ import json
 import numpy as np
 
 import experiments.snn_coding as study
+from jaxhw.data.mnist import MnistConfig
 
 
 def test_smoke_run_writes_files(tmp_path):
   config = study.get_config("smoke")
+  assert isinstance(config.data, MnistConfig)  # the one shared MNIST data config
   summary = study.run(config, tmp_path)
   for name in ("summary.json", "report.md", "accuracy_vs_time.png", "metrics.jsonl"):
     assert (tmp_path / name).is_file(), name
@@ -35,3 +37,6 @@ def test_smoke_run_writes_files(tmp_path):
   else:
     assert versus["latency_ratio"] is None
   assert np.isfinite(summary["wall_s"])
+  # the ANN was trained by jaxhw.train with batch norm as model state, and checkpointed with it.
+  assert (tmp_path / "checkpoints").is_dir()
+  assert summary["converted_ann_accuracy"] >= summary["ann_accuracy"] - 0.05

@@ -1,4 +1,4 @@
-"""Tests of jaxhw.snn against the oracles of the SNN spec (section 6): numpy references, explicit loops."""
+"""Tests of jaxhw.snn against independent oracles: numpy references, explicit loops, closed forms."""
 
 import functools
 import math
@@ -10,37 +10,35 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxhw import layers as L
 from jaxhw import snn
-from jaxhw.models.snn_cnn import LayerDef, bn_population_stats, sequential_apply, sequential_init
+from jaxhw.models.snn_cnn import SequentialCNN, bn_population_stats
 from jaxhw.snn import neurons as nr
 from jaxhw.snn import t2fsnn
+from jaxhw.snn.network import at_path
 
 TINY = (
-    LayerDef("conv", features=4, kernel=3, padding="VALID"),
-    LayerDef("bn"),
-    LayerDef("relu"),
-    LayerDef("maxpool", window=2),
-    LayerDef("conv", features=6, kernel=2, padding="SAME"),
-    LayerDef("relu"),
-    LayerDef("flatten"),
-    LayerDef("dropout", rate=0.5),
-    LayerDef("dense", features=5),
+    L.conv(4, 3, "VALID"), L.batch_norm(), L.relu(), L.max_pool(2),
+    L.conv(6, 2, "SAME"), L.relu(), L.flatten(), L.dropout(0.5), L.dense(5),
 )
+MODEL = SequentialCNN(layers=TINY)
 
 
 def _tiny(seed=0, n=64, shape=(8, 8, 1)):
-  params, _ = sequential_init(jax.random.key(seed), TINY, shape)
-  params["0_conv"]["b"] = params["0_conv"]["b"] + 0.05
-  params["1_bn"]["bias"] = params["1_bn"]["bias"] + 0.1
+  """A tiny Flax CNN's variables (population BN statistics over x) and its inputs x."""
   x = np.random.default_rng(seed + 1).uniform(size=(n,) + shape).astype(np.float32)
-  bs = bn_population_stats(TINY, params, x)
-  return params, bs, x
+  variables = MODEL.init(jax.random.key(seed), jnp.asarray(x[:1]))
+  params = jax.tree.map(lambda a: a, variables["params"])
+  params["Conv_0"]["bias"] = params["Conv_0"]["bias"] + 0.05
+  params["BatchNorm_0"]["bias"] = params["BatchNorm_0"]["bias"] + 0.1
+  variables = {"params": params, "batch_stats": variables["batch_stats"]}
+  return {**variables, "batch_stats": bn_population_stats(MODEL, variables, x)}, x
 
 
 @pytest.fixture(scope="module")
 def tiny_net():
-  params, bs, x = _tiny()
-  return snn.convert(TINY, params, bs, x), params, bs, x
+  variables, x = _tiny()
+  return snn.convert(MODEL, variables, x), variables, x
 
 
 def _run_neuron(neuron, z, steps, v0=None):
@@ -171,17 +169,17 @@ class TTFSTest(chex.TestCase):
 
 
 def test_stepwise_equals_closed_form(tiny_net):
-  net, _, _, x = tiny_net
+  net, _, x = tiny_net
   coding = snn.Coding(input="ttfs", hidden="ttfs", tau=(5.0, 4.0, 6.0), t_d=(0.0, -1.0, 0.5), t_w=20)
   T = snn.pipeline_length(net, coding)
   res = snn.simulate(net, x[:32], coding, T, mode="stepwise", record=("output", "first_spike"))
   v_closed = np.asarray(snn.closed_form(net, jnp.asarray(x[:32]), coding))
-  np.testing.assert_allclose(res.vmem, v_closed, rtol=1e-5, atol=1e-5)
-  assert np.all(res.spikes[:, 1:] <= np.array([np.prod(s) for s, op in zip(net.shapes, net.ops)
+  np.testing.assert_allclose(np.asarray(res.vmem), v_closed, rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(res.spikes)[:, 1:] <= np.array([np.prod(s) for s, op in zip(net.shapes, net.ops)
                                                if op.kind == "spike"]))
 
 def test_early_firing_shortens_pipeline(tiny_net):
-  net, _, _, x = tiny_net
+  net, _, x = tiny_net
   c0 = snn.Coding(input="ttfs", hidden="ttfs", t_w=20)
   c1 = snn.Coding(input="ttfs", hidden="ttfs", t_w=20, t_s=10)
   assert snn.pipeline_length(net, c0) == 60 and snn.pipeline_length(net, c1) == 40
@@ -250,12 +248,13 @@ def _python_loop(net, x, coding, T, key=None):
     a = None
     for k, op in enumerate(net.ops):
       if op.kind in ("conv", "dense"):
-        w = net.params[op.index]
+        w = at_path(net.params, op.path)
         if op.kind == "conv":
-          z = jax.lax.conv_general_dilated(o, w["w"], (1, 1), op.padding,
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC")) + g[:, None, None, None] * w["b"]
+          z = jax.lax.conv_general_dilated(o, w["kernel"], (1, 1), op.padding,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+          z = z + g[:, None, None, None] * w["bias"]
         else:
-          z = o.reshape(o.shape[0], -1) @ w["w"] + g[:, None] * w["b"]
+          z = o.reshape(o.shape[0], -1) @ w["kernel"] + g[:, None] * w["bias"]
         if k + 1 < len(net.ops) and net.ops[k + 1].kind == "spike":
           o = z
         else:
@@ -288,20 +287,21 @@ def _maxpool_ref(o, a, k):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["rate-poisson", "phase", "burst", "ttfs"])
 def test_scan_equals_python_loop_and_modes_agree(tiny_net, name):
-  net, _, _, x = tiny_net
+  net, _, x = tiny_net
   coding = snn.get_coding(name)
   T = 12
   key = jax.random.key(5)
   xb = x[:4]
   ref_v, ref_n = _python_loop(net, xb, coding, T, key)
-  step = snn.simulate(net, xb, coding, T, key=key, mode="stepwise", record=("output",))
+  step = jax.tree.map(np.asarray, snn.simulate(net, xb, coding, T, key=key, mode="stepwise", record=("output",)))
   ref_spikes = np.stack([n.reshape(len(xb), -1).sum(1) for n in ref_n], -1)
   np.testing.assert_allclose(step.vmem, ref_v[-1], rtol=1e-5, atol=1e-5)
   assert step.output.shape == (T, len(xb), 5)
   agree = np.mean(step.spikes[:, 1:] == ref_spikes)
   assert agree >= 0.999 or np.abs(step.spikes[:, 1:] - ref_spikes).sum() <= 1e-3 * ref_spikes.sum()
   if name in ("phase", "burst"):  # stepwise = layerwise (time folded into the batch, chunks of 4 steps)
-    layer = snn.simulate(net, xb, coding, T, key=key, mode="layerwise", chunk=4, record=("output",))
+    layer = jax.tree.map(np.asarray, snn.simulate(net, xb, coding, T, key=key, mode="layerwise", chunk=4,
+                                                  record=("output",)))
     np.testing.assert_array_equal(step.spikes, layer.spikes)
     np.testing.assert_array_equal(step.step_events, layer.step_events)
     np.testing.assert_allclose(step.output, layer.output, rtol=1e-5, atol=1e-5)
@@ -309,39 +309,83 @@ def test_scan_equals_python_loop_and_modes_agree(tiny_net, name):
 
 def test_threshold_form_equals_weight_form():
   # dyadic weights, inputs and lambdas: both forms do exact arithmetic, so spikes are identical.
-  params, bs, x = _tiny(seed=7)
-  params = jax.tree.map(lambda p: jnp.round(p * 64) / 64, params)
-  bs = {k: {"mean": jnp.zeros_like(v["mean"]), "var": jnp.ones_like(v["var"]) - 1e-5} for k, v in bs.items()}
+  variables, x = _tiny(seed=7)
+  params = jax.tree.map(lambda p: jnp.round(p * 64) / 64, variables["params"])
+  bs = jax.tree.map(lambda v: v, variables["batch_stats"])
+  bs["BatchNorm_0"] = {"mean": jnp.zeros((4,)), "var": jnp.ones((4,)) - 1e-5}
+  variables = {"params": params, "batch_stats": bs}
   x = np.round(x * 16) / 16
   lams = [np.full(4, 2.0, np.float32), np.full(6, 4.0, np.float32), np.full(5, 8.0, np.float32)]
-  wnet = snn.convert(TINY, params, bs, x, lambdas=lams)
-  tnet = snn.convert(TINY, params, bs, x, lambdas=lams, norm_form="threshold")
+  wnet = snn.convert(MODEL, variables, x, lambdas=lams)
+  tnet = snn.convert(MODEL, variables, x, lambdas=lams, norm_form="threshold")
   for name in ("burst",):  # batch 4, T = 12, record "output": the compilation of the scan test is reused
-    rw = snn.simulate(wnet, x[:4], name, 12, key=jax.random.key(5), record=("output",))
-    rt = snn.simulate(tnet, x[:4], name, 12, key=jax.random.key(5), record=("output",))
+    rw = jax.tree.map(np.asarray, snn.simulate(wnet, x[:4], name, 12, key=jax.random.key(5), record=("output",)))
+    rt = jax.tree.map(np.asarray, snn.simulate(tnet, x[:4], name, 12, key=jax.random.key(5), record=("output",)))
     assert rw.step_events[:, :, 1:].sum() > 0
     np.testing.assert_array_equal(rw.step_events, rt.step_events)
     np.testing.assert_allclose(rw.output[-1], rt.output[-1], rtol=1e-5, atol=1e-5)
 
 
 # 7. Conversion.
+def _fold_ref(variables, eps=1e-5):
+  """Batch norm folded by hand in numpy: {path: (kernel, bias)}."""
+  p, bs = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"]), variables["batch_stats"]
+  mean, var = np.asarray(bs["BatchNorm_0"]["mean"], np.float64), np.asarray(bs["BatchNorm_0"]["var"], np.float64)
+  g = p["BatchNorm_0"]["scale"] / np.sqrt(var + eps)
+  return {"Conv_0": (p["Conv_0"]["kernel"] * g, (p["Conv_0"]["bias"] - mean) * g + p["BatchNorm_0"]["bias"]),
+          "Conv_1": (p["Conv_1"]["kernel"], p["Conv_1"]["bias"]),
+          "Dense_0": (p["Dense_0"]["kernel"], p["Dense_0"]["bias"])}
+
+
+def _ref_activations(folded, x):
+  """The folded TINY net written with jax.lax (float64 weights cast to float32): ReLU outputs and logits."""
+  conv = lambda h, w, pad: jax.lax.conv_general_dilated(  # noqa: E731
+      h, jnp.asarray(w, jnp.float32), (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  a1 = jax.nn.relu(conv(jnp.asarray(x), folded["Conv_0"][0], "VALID") + folded["Conv_0"][1].astype(np.float32))
+  p1 = jax.lax.reduce_window(a1, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  a2 = jax.nn.relu(conv(p1, folded["Conv_1"][0], "SAME") + folded["Conv_1"][1].astype(np.float32))
+  out = a2.reshape(len(x), -1) @ folded["Dense_0"][0].astype(np.float32) + folded["Dense_0"][1].astype(np.float32)
+  return [np.asarray(a1), np.asarray(a2), np.asarray(out)]
+
+
 def test_bn_fold_equals_conv_bn():
-  params, bs, x = _tiny(seed=2)
-  bs = jax.tree.map(lambda v: v * 1.7 + 0.1, bs)
-  ops, weights = snn.fold_batchnorm(TINY, params, bs)
-  ann = sequential_apply(TINY, params, jnp.asarray(x), batch_stats=bs)
-  folded = snn.snn_ann_apply(snn.SNNet(ops, tuple(weights), (), (), None, (8, 8, 1), (), ()), jnp.asarray(x))
-  np.testing.assert_allclose(np.asarray(folded), np.asarray(ann), rtol=1e-5, atol=1e-5)
+  variables, x = _tiny(seed=2)
+  variables["batch_stats"] = jax.tree.map(lambda v: v * 1.7 + 0.1, variables["batch_stats"])
+  layers, weights = snn.fold_batchnorm(TINY, variables["params"], variables["batch_stats"])
+  assert [s.kind for s in layers] == ["conv", "relu", "maxpool", "conv", "relu", "flatten", "dense"]
+  ann = MODEL.apply(variables, jnp.asarray(x))
+  net = snn.SNNet(snn.snn_ops(layers), weights, {}, (), None, (8, 8, 1), {}, ())
+  np.testing.assert_allclose(np.asarray(snn.snn_ann_apply(net, jnp.asarray(x))), np.asarray(ann),
+                             rtol=1e-5, atol=1e-5)
+  ref = _fold_ref(variables)
+  for path in ("Conv_0", "Conv_1", "Dense_0"):
+    np.testing.assert_allclose(np.asarray(weights[path]["kernel"]), ref[path][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(weights[path]["bias"]), ref[path][1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("norm", ["layer_max", "layer_p99.9", "neuron_p99.9_max", "channel_p99.9", "channel_max"])
 def test_normalisation_keeps_argmax_and_channel_stats(norm):
-  params, bs, x = _tiny(seed=3)
-  net = snn.convert(TINY, params, bs, x, norm=norm)
-  ann = np.asarray(sequential_apply(TINY, params, jnp.asarray(x), batch_stats=bs))
+  variables, x = _tiny(seed=3)
+  net = snn.convert(MODEL, variables, x, norm=norm)
+  ann = np.asarray(MODEL.apply(variables, jnp.asarray(x)))
   logits, acts = snn.snn_ann_apply(net, jnp.asarray(x), return_activations=True)
   np.testing.assert_array_equal(np.argmax(np.asarray(logits) * np.asarray(net.out_scale), -1), ann.argmax(-1))
   np.testing.assert_allclose(np.asarray(logits) * np.asarray(net.out_scale), ann, rtol=1e-4, atol=1e-4)
+  # statistics gathered through the effect mechanism = the old statistics (hand-folded net, numpy percentiles).
+  ref_acts = _ref_activations(_fold_ref(variables), x)
+  for path, a in zip(("Conv_0", "Conv_1", "Dense_0"), ref_acts):
+    c = a.shape[-1]
+    if norm == "layer_max":
+      want = np.full(c, a.max())
+    elif norm == "layer_p99.9":
+      want = np.full(c, np.percentile(a[a > 0], 99.9))
+    elif norm == "neuron_p99.9_max":
+      want = np.full(c, np.percentile(a.reshape(len(a), -1), 99.9, axis=0).max())
+    elif norm == "channel_p99.9":
+      want = np.percentile(a.reshape(-1, c), 99.9, axis=0)
+    else:
+      want = a.reshape(-1, c).max(0)
+    np.testing.assert_allclose(np.asarray(net.lambdas[path]), np.where(want > 0, want, 1.0), rtol=1e-4)
   if norm == "channel_max":
     for a in acts:
       per_channel = np.asarray(a).reshape(-1, a.shape[-1]).max(0)
@@ -353,11 +397,11 @@ def test_normalisation_keeps_argmax_and_channel_stats(norm):
 
 @pytest.mark.slow
 def test_converted_net_reproduces_ann():
-  params, bs, x = _tiny(seed=4, n=256)
-  net = snn.convert(TINY, params, bs, x, norm="layer_max")
-  ann = np.asarray(sequential_apply(TINY, params, jnp.asarray(x), batch_stats=bs))
+  variables, x = _tiny(seed=4, n=256)
+  net = snn.convert(MODEL, variables, x, norm="layer_max")
+  ann = np.asarray(MODEL.apply(variables, jnp.asarray(x)))
   res = snn.simulate(net, x, snn.get_coding("rate-std"), 2000, mode="layerwise", chunk=50, record=())
-  rate = res.vmem / 2000.0
+  rate = np.asarray(res.vmem) / 2000.0
   top1 = np.mean(rate.argmax(-1) == ann.argmax(-1))
   assert top1 >= 0.98, top1
   rho = stats.spearmanr(rate.ravel(), (ann / np.asarray(net.out_scale)).ravel()).statistic
@@ -366,7 +410,7 @@ def test_converted_net_reproduces_ann():
 
 # 8. SOP counter.
 def test_sop_counter_equals_brute_force(tiny_net):
-  net, _, _, x = tiny_net
+  net, _, x = tiny_net
   steps = 12  # as in the scan test: same compiled simulation
   res = snn.simulate(net, x[:4], "rate-poisson", steps, key=jax.random.key(9), mode="stepwise",
                      record=("output",))
@@ -383,13 +427,13 @@ def test_sop_counter_equals_brute_force(tiny_net):
     a = None
     for op in net.ops:
       if op.kind in ("conv", "dense"):
-        total += _brute_sops(np.asarray(o), op, net.params[op.index]["w"].shape)
-        w = net.params[op.index]
+        w = at_path(net.params, op.path)
+        total += _brute_sops(np.asarray(o), op, w["kernel"].shape)
         if op.kind == "conv":
-          o = jax.lax.conv_general_dilated(o, w["w"], (1, 1), op.padding,
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC")) + w["b"]
+          o = jax.lax.conv_general_dilated(o, w["kernel"], (1, 1), op.padding,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC")) + w["bias"]
         else:
-          o = o.reshape(4, -1) @ w["w"] + w["b"]
+          o = o.reshape(4, -1) @ w["kernel"] + w["bias"]
       elif op.kind == "spike":
         if states[op.index] is None:
           states[op.index] = neurons[op.index].init(o.shape)
@@ -399,7 +443,7 @@ def test_sop_counter_equals_brute_force(tiny_net):
         o = _maxpool_ref(np.asarray(o), np.asarray(a), op.window)
       elif op.kind == "flatten":
         o = o.reshape(4, -1)
-  np.testing.assert_array_equal(res.sops.sum(0), total)
+  np.testing.assert_array_equal(np.asarray(res.sops).sum(0), total)
 
 
 def _brute_sops(o, op, w_shape):
@@ -446,7 +490,7 @@ def test_lif_scan_trains():
 
 # Errors.
 def test_clear_errors(tiny_net):
-  net, _, _, x = tiny_net
+  net, variables, x = tiny_net
   with pytest.raises(ValueError, match="T=0"):
     snn.simulate(net, x[:2], "rate-real", 0)
   with pytest.raises(ValueError, match="valid codings"):
@@ -455,14 +499,18 @@ def test_clear_errors(tiny_net):
     snn.Coding(input="morse")
   with pytest.raises(ValueError, match="TTFS"):
     snn.Coding(input="ttfs", hidden="burst")
-  params, bs, _ = _tiny()
-  bad = TINY[:2] + (LayerDef("sigmoid"),) + TINY[3:]
-  with pytest.raises(ValueError, match=r"layer 2 \('sigmoid'\) is not supported"):
-    snn.convert(bad, params, bs, x)
+  with pytest.raises(ValueError, match="valid kinds"):
+    L.LayerSpec("sigmoid")
+  with pytest.raises(ValueError, match=r"layer 0 \('relu'\) must follow"):
+    snn.fold_batchnorm((L.relu(),) + TINY, variables["params"], variables["batch_stats"])
+  with pytest.raises(ValueError, match="LayerSpec"):
+    snn.convert(object(), variables, x)
+  with pytest.raises(ValueError, match="valid norms"):
+    snn.convert(MODEL, variables, x, norm="median")
 
 
 def test_energy_counts(tiny_net):
-  net, _, _, x = tiny_net
+  net, _, x = tiny_net
   macs = snn.ann_macs(net)
   assert macs == [6 * 6 * 4 * 9 * 1, 3 * 3 * 6 * 2 * 2 * 4, 54 * 5]
   assert math.isclose(snn.ann_energy_uj(net), 4.6 * sum(macs) * 1e-6)
@@ -479,3 +527,98 @@ def test_neuron_state_has_all_fields():
     assert s.n.dtype == jnp.int32 and s.fired.dtype == jnp.bool_ and s.t_first.dtype == jnp.int32
     s2, o = neuron.step(s, jnp.ones((2, 3)), jnp.int32(0))
     assert jax.tree.structure(s2) == jax.tree.structure(s) and o.shape == (2, 3)
+
+
+# A pure simulator: jit, vmap and grad compose with it.
+def test_simulate_is_differentiable(tiny_net):
+  net, _, x = tiny_net
+  params, apply_fn = snn.logits_fn(net, "rate-real", 8)
+  xb = jnp.asarray(x[:8])
+  f = lambda p: jnp.sum(apply_fn(p, xb))  # noqa: E731
+  g = jax.jit(jax.grad(f))(params)
+  # logits = out_scale * (sum_t W o_t + T b) / T: d sum(logits) / d b = out_scale exactly.
+  np.testing.assert_allclose(np.asarray(g["Dense_0"]["bias"]), len(xb) * np.asarray(net.out_scale), rtol=1e-5)
+  # the output layer is linear in its kernel (the spikes do not depend on it): a finite difference is exact.
+  d = jax.random.normal(jax.random.key(1), params["Dense_0"]["kernel"].shape)
+  eps = 1e-2
+  moved = jax.tree.map(lambda a: a, params)
+  moved["Dense_0"] = {**params["Dense_0"], "kernel": params["Dense_0"]["kernel"] + eps * d}
+  fd = (float(f(moved)) - float(f(params))) / eps
+  np.testing.assert_allclose(float(jnp.sum(g["Dense_0"]["kernel"] * d)), fd, rtol=2e-3)
+  # a spike is a step function: hidden weights get a zero (finite) gradient.
+  assert np.all(np.asarray(g["Conv_0"]["kernel"]) == 0.0)
+
+
+def test_simulate_vmaps_over_params(tiny_net):
+  net, _, x = tiny_net
+  params, apply_fn = snn.logits_fn(net, "rate-real", 8)
+  xb = jnp.asarray(x[:8])
+  variants = [jax.tree.map(lambda a, s=s: a * s, params) for s in (0.5, 1.0, 1.5)]
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *variants)
+  batched = jax.jit(jax.vmap(apply_fn, in_axes=(0, None)))(stacked, xb)
+  for i, p in enumerate(variants):
+    np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(apply_fn(p, xb)), rtol=1e-5, atol=1e-5)
+  direct = snn.simulate(net, xb, "rate-real", 8, record=())
+  np.testing.assert_allclose(np.asarray(batched[1]), np.asarray(direct.logits), rtol=1e-6)
+
+
+def _flip_bit(a: np.ndarray, index: int, bit: int) -> np.ndarray:
+  u = np.array(a, np.float32).reshape(-1).view(np.uint32)
+  u[index] ^= np.uint32(1 << bit)
+  return u.view(np.float32).reshape(np.shape(a))
+
+
+def test_single_bit_sweep_of_a_converted_net(tiny_net):
+  from jaxhw import faults
+
+  net, variables, x = tiny_net
+  params, apply_fn = snn.logits_fn(net, "rate-real", 8)
+  xb = jnp.asarray(x[:8])
+  y = np.asarray(jnp.argmax(apply_fn(params, xb), -1))
+  leaves, treedef = jax.tree.flatten(params)  # Conv_0/bias, Conv_0/kernel, Conv_1/..., Dense_0/bias, Dense_0/kernel
+  flips = faults.Flips(leaf=np.array([1, 1, 3, 4, 5, 5]), index=np.array([3, 3, 10, 2, 7, 7]),
+                       bit=np.array([30, 0, 29, 31, 30, 22]))
+  res = faults.single_bit_sweep(apply_fn, params, xb, y, flips=flips, structure="full", with_loss=False)
+  assert res.clean_accuracy == 1.0
+  assert res.leaf_paths == ["Conv_0/bias", "Conv_0/kernel", "Conv_1/bias", "Conv_1/kernel", "Dense_0/bias",
+                            "Dense_0/kernel"]
+  for k in range(len(flips.leaf)):
+    ls = [np.asarray(v) for v in leaves]
+    ls[flips.leaf[k]] = _flip_bit(ls[flips.leaf[k]], int(flips.index[k]), int(flips.bit[k]))
+    if not np.isfinite(ls[flips.leaf[k]].reshape(-1)[flips.index[k]]):
+      assert res.accuracy[k] == 0.0
+      continue
+    logits = np.asarray(apply_fn(jax.tree.unflatten(treedef, [jnp.asarray(v) for v in ls]), xb))
+    correct = (logits.argmax(-1) == y) & np.all(np.isfinite(logits), -1)
+    assert res.correct[k] == correct.sum(), (k, res.correct[k], correct.sum())
+  assert res.accuracy.min() < 1.0  # some flip (an exponent bit) does damage
+  # the source ANN on the same params tree: the same flips apply to both.
+  ann_params, ann_fn = snn.ann_logits_fn(net)
+  assert jax.tree.structure(ann_params) == jax.tree.structure(params)
+  np.testing.assert_allclose(np.asarray(ann_fn(ann_params, xb)), np.asarray(MODEL.apply(variables, xb)),
+                             rtol=1e-4, atol=1e-4)
+
+
+# T2FSNN kernel optimisation through jaxhw.train.
+def test_go_loss_gradient_is_the_go_update():
+  acts = [jnp.asarray(np.asarray(jax.nn.relu(jax.random.normal(jax.random.key(k), (8, 30)) * 0.3)))
+          for k in range(3)]
+  kernels = {"tau": jnp.asarray([5.0, 4.0, 6.0]), "t_d": jnp.asarray([0.0, -1.0, 0.5])}
+  for impl in snn.GO_IMPLS:
+    g = jax.jit(jax.grad(lambda k, impl=impl: snn.go_loss(k, acts, t_w=20, impl=impl)[0]))(kernels)
+    for d, a in enumerate(acts):
+      tau, t_d = snn.go_step_analytic(a, kernels["tau"][d], kernels["t_d"][d], t_w=20)
+      np.testing.assert_allclose(float(kernels["tau"][d] - g["tau"][d]), float(tau), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(float(kernels["t_d"][d] - g["t_d"][d]), float(t_d), rtol=1e-5, atol=1e-6)
+
+
+def test_optimize_kernels_runs_the_go_update_in_train(tiny_net):
+  net, _, x = tiny_net
+  coding = snn.Coding(input="ttfs", hidden="ttfs", tau=5.0, t_w=20)
+  got = snn.optimize_kernels(net, x, coding, passes=1, batch_size=len(x))  # one batch: one update
+  _, acts = snn.snn_ann_apply(net, jnp.asarray(x), return_activations=True)
+  for d, a in enumerate([jnp.asarray(x)] + list(acts)):
+    tau, t_d = snn.go_step_analytic(a, jnp.float32(5.0), jnp.float32(0.0), t_w=20)
+    np.testing.assert_allclose(got.tau[d], max(float(tau), 0.5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.t_d[d], float(t_d), rtol=1e-5, atol=1e-6)
+  assert got.tau != (5.0, 5.0, 5.0)

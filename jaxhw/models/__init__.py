@@ -1,4 +1,5 @@
-"""Models as Flax Linen modules, used through their pure ``init(key, x)`` / ``apply(variables, x, ...)``.
+"""Models as Flax Linen modules, used through their pure ``init(key, x)`` / ``apply(variables, x, ...)``: MLP,
+LeNet-5, ResNet-18, VGG, the sequential CNN of ANN-to-SNN conversion and the binary crossbar nets.
 
 Parameters are plain nested dicts in ``variables["params"]`` (batch-norm statistics in
 ``variables["batch_stats"]``); a layer's identity is its path there (``"Dense_0"``, ``"ResNet/BasicBlock_0/Conv_1"``).
@@ -9,9 +10,10 @@ from jaxhw.models.binary_net import BinaryCNN, BinaryMLP, binary_layer_paths
 from jaxhw.models.lenet import LeNet5
 from jaxhw.models.mlp import MLP, dense_paths, mlp, mlp_apply, mlp_init
 from jaxhw.models.resnet import BasicBlock, ResNet, resnet18
+from jaxhw.models.snn_cnn import MNIST_CNN, SequentialCNN, bn_population_stats, vgg16_layers
 from jaxhw.models.vgg import VGG, VGG_PLANS, vgg16
 
 __all__ = [
     "BinaryCNN", "BinaryMLP", "binary_layer_paths", "MLP", "BasicBlock", "LeNet5", "ResNet", "VGG", "VGG_PLANS", "dense_paths", "mlp", "mlp_apply", "mlp_init",
-    "resnet18", "vgg16",
+    "resnet18", "vgg16", "MNIST_CNN", "SequentialCNN", "bn_population_stats", "vgg16_layers",
 ]

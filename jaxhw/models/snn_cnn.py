@@ -1,236 +1,171 @@
-"""Sequential CNNs with batch norm, described by a static layer list, for ANN-to-SNN conversion.
+"""Sequential CNNs with batch norm, as a Flax Linen module, for ANN-to-SNN conversion.
 
-A network is an ``arch`` (a tuple of frozen :class:`LayerDef`, hashable, so it can be a static jit argument)
-plus ``params`` (a plain dict of arrays keyed ``"<index>_<kind>"``) and ``batch_stats`` (BN population
-statistics, same keys). Batch norm uses the batch's statistics in training; the population statistics are
-computed afterwards in one exact pass over the training set (:func:`bn_population_stats`), so the trainer does
-not need to carry mutable state.
+`SequentialCNN(layers=...)` builds ``nn.Conv``, ``nn.Dense``, ``nn.BatchNorm``, ``nn.Dropout`` and pooling from a
+static tuple of `jaxhw.layers.LayerSpec`; it is used through its pure ``init(key, x)`` and
+``apply(variables, x, train=..., mutable=["batch_stats"], rngs={"dropout": key})``. Parameters are a plain nested
+dict in ``variables["params"]`` keyed by the layers' paths (``Conv_0``, ``BatchNorm_0``, ``Dense_0``, see
+`jaxhw.layers.param_paths`); batch-norm statistics live in ``variables["batch_stats"]``.
+
+Batch norm uses the batch's statistics in training and keeps running averages; `bn_population_stats` replaces them
+afterwards with the exact statistics over a data set (one pass per batch-norm layer).
 
 References:
-  SNN spec (``shared/specs/snn.md``) section 4.1: the official MNIST CNN of Park et al. (T2FSNN, burst
-  coding).
+  Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+  arXiv:2003.11741, and Park et al., "Fast and Efficient Information Transmission with Burst Spikes in Deep
+  Spiking Neural Networks", DAC 2019, arXiv:1809.03142 (the MNIST CNN of their code, and VGG-16).
+  Ioffe and Szegedy, "Batch Normalization", ICML 2015, arXiv:1502.03167.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = [
-    "LayerDef",
-    "MNIST_CNN",
-    "sequential_init",
-    "sequential_apply",
-    "bn_population_stats",
-    "layer_key",
-]
+from jaxhw import layers as L
 
-LAYER_KINDS = ("conv", "dense", "bn", "relu", "leaky_relu", "maxpool", "avgpool", "flatten", "dropout")
+__all__ = ["SequentialCNN", "MNIST_CNN", "vgg16_layers", "bn_population_stats"]
 
-
-@dataclasses.dataclass(frozen=True)
-class LayerDef:
-  """One layer of a sequential network.
-
-  Attributes:
-    kind: one of ``conv, dense, bn, relu, leaky_relu, maxpool, avgpool, flatten, dropout`` (others are
-      accepted here but refused by the ANN-to-SNN converter, which names them).
-    features: output channels (conv) or units (dense).
-    kernel: conv kernel size (square).
-    padding: ``"VALID"`` or ``"SAME"`` (conv).
-    window: pooling window and stride.
-    rate: dropout rate.
-    alpha: leaky-ReLU negative slope.
-  """
-
-  kind: str
-  features: int = 0
-  kernel: int = 0
-  padding: str = "VALID"
-  window: int = 2
-  rate: float = 0.0
-  alpha: float = 0.1
-
-
-# Official MNIST CNN of the T2FSNN / burst-coding code (spec section 4.1).
-MNIST_CNN: tuple[LayerDef, ...] = (
-    LayerDef("conv", features=12, kernel=5, padding="VALID"),
-    LayerDef("bn"),
-    LayerDef("relu"),
-    LayerDef("maxpool", window=2),
-    LayerDef("conv", features=64, kernel=5, padding="VALID"),
-    LayerDef("bn"),
-    LayerDef("relu"),
-    LayerDef("maxpool", window=2),
-    LayerDef("flatten"),
-    LayerDef("dropout", rate=0.5),
-    LayerDef("dense", features=10),
+# Official MNIST CNN of the T2FSNN / burst-coding code: conv5x5-12, BN, ReLU, pool, conv5x5-64, BN, ReLU, pool,
+# dropout 0.5, FC10.
+MNIST_CNN: tuple[L.LayerSpec, ...] = (
+    L.conv(12, 5), L.batch_norm(), L.relu(), L.max_pool(2),
+    L.conv(64, 5), L.batch_norm(), L.relu(), L.max_pool(2),
+    L.flatten(), L.dropout(0.5), L.dense(10),
 )
 
 
-def layer_key(i: int, layer: LayerDef) -> str:
-  """The params key of layer ``i``: ``"<i>_<kind>"``."""
-  return f"{i}_{layer.kind}"
+def vgg16_layers(num_classes: int) -> tuple[L.LayerSpec, ...]:
+  """VGG-16 with batch norm and dropout (3x3 SAME convs, 5 max-pools, FC 512-512-classes)."""
+  out: list[L.LayerSpec] = []
+  for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+    out += [L.max_pool(2)] if v == "M" else [L.conv(v, 3, "SAME"), L.batch_norm(), L.relu()]
+  out.append(L.flatten())
+  for _ in range(2):
+    out += [L.dense(512), L.batch_norm(), L.relu(), L.dropout(0.5)]
+  return tuple(out) + (L.dense(num_classes),)
 
 
-def conv2d(x: Array, w: Array, padding: str) -> Array:
-  """NHWC x HWIO convolution, stride 1."""
-  return jax.lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+_HE_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def pool2d(x: Array, window: int, kind: str) -> Array:
-  """Non-overlapping max or average pooling (VALID, stride = window)."""
-  dims = (1, window, window, 1)
-  if kind == "maxpool":
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, dims, "VALID")
-  return jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, dims, "VALID") / (window * window)
+class SequentialCNN(nn.Module):
+  """A sequential network described by `layers` (see `jaxhw.layers`).
+
+  Attributes:
+    layers: the layer specs, in order.
+    bn_momentum: momentum of the batch-norm running averages (training only).
+  """
+
+  layers: Sequence[L.LayerSpec]
+  bn_momentum: float = 0.9
+
+  @nn.compact
+  def __call__(self, x: Float[Array, "batch ..."], train: bool = False) -> Float[Array, "batch out"]:
+    """Runs the network.
+
+    Args:
+      x: NHWC input.
+      train: batch statistics in batch norm (pass ``mutable=["batch_stats"]``) and dropout on (pass
+        ``rngs={"dropout": key}``).
+
+    Returns:
+      The last layer's output (logits).
+    """
+    h = x
+    for layer, path in zip(self.layers, L.param_paths(self.layers)):
+      kind = layer.kind
+      if kind == "conv":
+        h = nn.Conv(layer.features, (layer.kernel, layer.kernel), padding=layer.padding, kernel_init=_HE_NORMAL,
+                    name=path[-1])(h)
+      elif kind == "dense":
+        h = nn.Dense(layer.features, kernel_init=_HE_NORMAL, name=path[-1])(h.reshape(h.shape[0], -1))
+      elif kind == "bn":
+        h = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=layer.eps,
+                         name=path[-1])(h)
+      elif kind == "relu":
+        h = nn.relu(h)
+      elif kind == "leaky_relu":
+        h = nn.leaky_relu(h, layer.alpha)
+      elif kind == "maxpool":
+        h = nn.max_pool(h, (layer.window, layer.window), strides=(layer.window, layer.window))
+      elif kind == "avgpool":
+        h = nn.avg_pool(h, (layer.window, layer.window), strides=(layer.window, layer.window))
+      elif kind == "flatten":
+        h = h.reshape(h.shape[0], -1)
+      elif kind == "dropout":
+        h = nn.Dropout(layer.rate, deterministic=not train)(h)
+    return h
 
 
-def sequential_init(key: jax.Array, arch: Sequence[LayerDef],
-                    input_shape: Sequence[int]) -> tuple[dict, dict]:
-  """Initialises a sequential network (He-normal weights, zero biases, BN scale 1 / bias 0).
+def _bn_input_recorder(next_fun, args, kwargs, context):
+  if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+    context.module.sow("bn_inputs", "x", args[0])
+  return next_fun(*args, **kwargs)
+
+
+def bn_population_stats(model: nn.Module, variables: dict, x: np.ndarray, *, batch_size: int = 500,
+                        **apply_kwargs: Any) -> dict:
+  """Exact population mean and variance of every batch-norm layer's input over `x`.
+
+  The input of a batch-norm layer depends on the statistics of the ones before it, so the statistics are
+  computed in passes: after pass ``k`` the first ``k`` batch-norm layers of the forward pass are exact, and the
+  loop stops when a pass changes nothing (at most one pass per batch-norm layer). Sums are accumulated in
+  float64 on the host.
 
   Args:
-    key: PRNG key.
-    arch: the layers.
-    input_shape: one example's shape, e.g. ``(28, 28, 1)``.
+    model: a Linen module whose ``apply(variables, x, train=False, ...)`` runs batch norm from
+      ``variables["batch_stats"]``.
+    variables: its variables (``params`` and ``batch_stats``).
+    x: data (e.g. the training images).
+    batch_size: examples per forward pass.
+    **apply_kwargs: extra keyword arguments of ``model.apply``.
 
   Returns:
-    ``(params, batch_stats)``; batch_stats holds BN ``mean`` 0 and ``var`` 1.
+    A ``batch_stats`` tree of the shape of ``variables["batch_stats"]``.
   """
-  # Weights come from a numpy generator seeded by the key's bits: the same key gives the same weights, and it
-  # avoids compiling one PRNG program per weight shape (seconds on CPU).
-  seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel().tolist()
-  rng = np.random.default_rng(seed)
-  return _sequential_init(rng, tuple(arch), tuple(int(d) for d in input_shape))
+  stats = variables.get("batch_stats", {})
+  n_bn = len(jax.tree.leaves(stats)) // 2
+  if n_bn == 0:
+    return stats
 
+  @jax.jit
+  def bn_inputs(variables, stats, xb):
+    with nn.intercept_methods(_bn_input_recorder):
+      _, state = model.apply({**variables, "batch_stats": stats}, xb, train=False, mutable=["bn_inputs"],
+                             **apply_kwargs)
+    return state["bn_inputs"]
 
-def _sequential_init(rng, arch, input_shape):
-  params: dict[str, Any] = {}
-  stats: dict[str, Any] = {}
-  shape = tuple(input_shape)
-  for i, layer in enumerate(arch):
-    name = layer_key(i, layer)
-    if layer.kind == "conv":
-      cin = shape[-1]
-      fan_in = layer.kernel * layer.kernel * cin
-      w = rng.standard_normal((layer.kernel, layer.kernel, cin, layer.features)) * np.sqrt(2.0 / fan_in)
-      params[name] = {"w": jnp.asarray(w, jnp.float32), "b": jnp.zeros((layer.features,))}
-      if layer.padding == "VALID":
-        shape = (shape[0] - layer.kernel + 1, shape[1] - layer.kernel + 1, layer.features)
-      else:
-        shape = (shape[0], shape[1], layer.features)
-    elif layer.kind == "dense":
-      fan_in = int(np.prod(shape))
-      w = rng.standard_normal((fan_in, layer.features)) * np.sqrt(2.0 / fan_in)
-      params[name] = {"w": jnp.asarray(w, jnp.float32), "b": jnp.zeros((layer.features,))}
-      shape = (layer.features,)
-    elif layer.kind == "bn":
-      c = shape[-1]
-      params[name] = {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
-      stats[name] = {"mean": jnp.zeros((c,)), "var": jnp.ones((c,))}
-    elif layer.kind in ("maxpool", "avgpool"):
-      shape = (shape[0] // layer.window, shape[1] // layer.window, shape[2])
-    elif layer.kind == "flatten":
-      shape = (int(np.prod(shape)),)
-  return params, stats
-
-
-def sequential_apply(
-    arch: Sequence[LayerDef],
-    params: dict,
-    x: Float[Array, "batch ..."],
-    *,
-    batch_stats: dict | None = None,
-    train: bool = False,
-    rng: jax.Array | None = None,
-    bn_eps: float = 1e-5,
-    return_preact: int | None = None,
-) -> Float[Array, "batch classes"]:
-  """Runs a sequential network.
-
-  Args:
-    arch: the layers.
-    params: weights from :func:`sequential_init`.
-    x: NHWC input.
-    batch_stats: BN population statistics (required when ``train`` is False and the net has BN).
-    train: batch statistics in BN and dropout on (needs ``rng``).
-    rng: dropout key.
-    bn_eps: BN epsilon.
-    return_preact: if set, return the input of layer ``return_preact`` instead of the logits.
-
-  Returns:
-    Logits (or the requested intermediate tensor).
-  """
-  h = x
-  for i, layer in enumerate(arch):
-    if return_preact is not None and i == return_preact:
-      return h
-    name = layer_key(i, layer)
-    if layer.kind == "conv":
-      h = conv2d(h, params[name]["w"], layer.padding) + params[name]["b"]
-    elif layer.kind == "dense":
-      h = h.reshape(h.shape[0], -1) @ params[name]["w"] + params[name]["b"]
-    elif layer.kind == "bn":
-      axes = tuple(range(h.ndim - 1))
-      if train:
-        mean, var = jnp.mean(h, axes), jnp.var(h, axes)
-      else:
-        mean, var = batch_stats[name]["mean"], batch_stats[name]["var"]
-      h = (h - mean) * jax.lax.rsqrt(var + bn_eps) * params[name]["scale"] + params[name]["bias"]
-    elif layer.kind == "relu":
-      h = jax.nn.relu(h)
-    elif layer.kind == "leaky_relu":
-      h = jnp.maximum(h, layer.alpha * h)
-    elif layer.kind in ("maxpool", "avgpool"):
-      h = pool2d(h, layer.window, layer.kind)
-    elif layer.kind == "flatten":
-      h = h.reshape(h.shape[0], -1)
-    elif layer.kind == "dropout":
-      if train and layer.rate > 0:
-        rng, sub = jax.random.split(rng)
-        keep = jax.random.bernoulli(sub, 1.0 - layer.rate, h.shape)
-        h = jnp.where(keep, h / (1.0 - layer.rate), 0.0)
-    else:
-      raise ValueError(f"arch: layer {i} has kind {layer.kind!r}; valid kinds: {LAYER_KINDS}")
-  return h
-
-
-def bn_population_stats(
-    arch: Sequence[LayerDef], params: dict, x: np.ndarray, *, batch_size: int = 500
-) -> dict:
-  """Exact population mean / variance of every BN layer's input over ``x`` (earlier BNs use their new stats).
-
-  Args:
-    arch: the layers.
-    params: trained weights.
-    x: training images.
-    batch_size: images per forward pass.
-
-  Returns:
-    batch_stats dict ``{"<i>_bn": {"mean", "var"}}``.
-  """
-  stats: dict[str, Any] = {}
-  for i, layer in enumerate(arch):
-    if layer.kind != "bn":
-      continue
-    fwd = jax.jit(lambda xb, st, i=i: sequential_apply(arch, params, xb, batch_stats=st, return_preact=i))
-    s1 = s2 = 0.0
-    count = 0
+  x = np.asarray(x)
+  for _ in range(n_bn):
+    s1 = s2 = None
+    count = None
     for start in range(0, len(x), batch_size):
-      h = np.asarray(fwd(jnp.asarray(x[start:start + batch_size]), stats), dtype=np.float64)
-      h = h.reshape(-1, h.shape[-1])
-      s1 = s1 + h.sum(0)
-      s2 = s2 + (h * h).sum(0)
-      count += h.shape[0]
-    mean = s1 / count
-    var = np.maximum(s2 / count - mean * mean, 0.0)
-    stats[layer_key(i, layer)] = {"mean": jnp.asarray(mean, jnp.float32),
-                                  "var": jnp.asarray(var, jnp.float32)}
+      rec = bn_inputs(variables, stats, jnp.asarray(x[start:start + batch_size]))
+      h = jax.tree.map(lambda a: np.asarray(a, np.float64).reshape(-1, a.shape[-1]), rec)
+      b1 = jax.tree.map(lambda a: a.sum(0), h)
+      b2 = jax.tree.map(lambda a: (a * a).sum(0), h)
+      c = jax.tree.map(lambda a: a.shape[0], h)
+      s1 = b1 if s1 is None else jax.tree.map(np.add, s1, b1)
+      s2 = b2 if s2 is None else jax.tree.map(np.add, s2, b2)
+      count = c if count is None else jax.tree.map(np.add, count, c)
+
+    def finish(t1, t2, cnt):
+      mean = t1 / cnt
+      return {"mean": jnp.asarray(mean, jnp.float32),
+              "var": jnp.asarray(np.maximum(t2 / cnt - mean * mean, 0.0), jnp.float32)}
+
+    # The recorded tree is {path...: {"x": (value,)}}; map each BN's sums to {"mean", "var"}.
+    is_rec = lambda t: isinstance(t, dict) and set(t) == {"x"}  # noqa: E731
+    new = jax.tree.map(lambda a, b, c: finish(a["x"][0], b["x"][0], c["x"][0]), s1, s2, count, is_leaf=is_rec)
+    same = jax.tree.structure(new) == jax.tree.structure(stats) and all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(stats)))
+    stats = new
+    if same:
+      break
   return stats

@@ -4,8 +4,10 @@ A :class:`Coding` (frozen, hashable: a static jit argument) says how the input l
 neuron every hidden layer uses; hybrid coding is simply a different entry for the input and the hidden layers.
 
 References:
-  SNN spec (``shared/specs/snn.md``) sections 2.1-2.5; Park et al., DAC 2019 (burst, hybrid coding) and
-  DAC 2020 (T2FSNN).
+  Park et al., "Fast and Efficient Information Transmission with Burst Spikes in Deep Spiking Neural Networks",
+  DAC 2019, arXiv:1809.03142 (phase, burst and hybrid coding).
+  Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+  arXiv:2003.11741.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def get_coding(name: str, **overrides) -> Coding:
 
 
 def period(coding: Coding) -> int:
-  """``P = K`` if any layer is phase coded, else 1 (SNN spec 2.1)."""
+  """``P = K`` if any layer is phase coded, else 1."""
   hidden = (coding.hidden,) if isinstance(coding.hidden, str) else coding.hidden
   return coding.period if (coding.input == "phase" or "phase" in hidden) else 1
 
@@ -178,7 +180,7 @@ class Encoder(NamedTuple):
 
 
 def input_encoder(coding: Coding) -> Encoder:
-  """The encoder of ``coding.input`` for pixels in [0, 1] (SNN spec 2.2)."""
+  """The encoder of ``coding.input`` for pixels in [0, 1]."""
   kind = coding.input
   p = period(coding)
   if kind == "real":

@@ -1,7 +1,7 @@
 """Counters and energy: spikes per image, synaptic operations, and an AC-vs-MAC energy estimate.
 
 References:
-  SNN spec (``shared/specs/snn.md``) section 3; M. Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm,
+  M. Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm,
   fp32: add 0.9 pJ, multiply 3.7 pJ, so MAC 4.6 pJ and AC 0.9 pJ).
 """
 
@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxhw.snn.convert import SNNet, ann_macs
+from jaxhw.snn.network import SNNet, ann_macs
 
 __all__ = ["EnergyModel", "HOROWITZ_45NM", "spikes_per_image", "synops_per_image", "snn_energy_uj",
            "ann_energy_uj"]

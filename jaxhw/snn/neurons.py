@@ -5,8 +5,12 @@ structure whatever the coding. ``step(state, z, t)`` integrates the input curren
 time ``t`` and returns ``(state, o)``, ``o`` being the value sent downstream (0 when silent).
 
 References:
-  SNN spec (``shared/specs/snn.md``) sections 1.1, 1.2, 2.3, 2.4 and 2.6; Park et al., DAC 2019 (burst) and
-  DAC 2020 (T2FSNN); Kim et al., AAAI 2020 (signed neuron with imbalanced threshold).
+  Park et al., "Fast and Efficient Information Transmission with Burst Spikes in Deep Spiking Neural Networks",
+  DAC 2019, arXiv:1809.03142 (burst, phase).
+  Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+  arXiv:2003.11741.
+  Kim et al., "Spiking-YOLO: Spiking Neural Network for Energy-Efficient Object Detection", AAAI 2020,
+  arXiv:1903.06530 (signed neuron with imbalanced threshold).
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ def if_neuron(threshold: float = 1.0, *, fire_threshold: float | None = None, le
     A :class:`Neuron`.
 
   References:
-    SNN spec sections 1.1 and 2.3 (rate); oracle 6.1.
+    Rueckauer et al., "Conversion of Continuous-Valued Deep Networks to Efficient Event-Driven Networks for
+    Image Classification", Frontiers in Neuroscience 2017 (reset by subtraction).
   """
   _check_positive("threshold", threshold)
   theta_f = threshold if fire_threshold is None else fire_threshold
@@ -128,7 +133,7 @@ def if_neuron(threshold: float = 1.0, *, fire_threshold: float | None = None, le
 
 
 def lif_neuron(leak: float = 0.7, threshold: float = 1.0, *, scale=1.0) -> Neuron:
-  """Leaky integrate-and-fire, ``V <- leak*V + z``, fire at ``threshold``, subtract it (SNN spec 1.1)."""
+  """Leaky integrate-and-fire, ``V <- leak*V + z``, fire at ``threshold``, subtract it."""
   return if_neuron(threshold, leak=leak, scale=scale)
 
 
@@ -138,7 +143,8 @@ def phase_neuron(theta0: float = 1.0, *, period: int = 8, scale=1.0) -> Neuron:
   ``theta0 = 0.5`` gives the input layer's weights ``2**-(1 + phase)``.
 
   References:
-    SNN spec section 2.3 (phase), Kim et al. 2018 (weighted spikes) as used in Park et al. 2019.
+    Kim et al., "Deep neural networks with weighted spikes", Neurocomputing 2018, as used in Park et al., DAC
+    2019, arXiv:1809.03142.
   """
   _check_positive("theta0", theta0)
   if period < 1:
@@ -169,7 +175,8 @@ def burst_neuron(theta0: float = 0.4, *, beta: float = 2.0, max_len: int | None 
     scale: threshold-form normalisation factor.
 
   References:
-    Park et al., DAC 2019, eq. for theta(t+1); SNN spec section 2.3 and oracle 6.4.
+    Park et al., "Fast and Efficient Information Transmission with Burst Spikes in Deep Spiking Neural
+    Networks", DAC 2019, arXiv:1809.03142 (the equation for theta(t+1)).
   """
   _check_positive("theta0", theta0)
   _check_positive("beta", beta)
@@ -210,7 +217,8 @@ def ttfs_neuron(tau: float = 5.0, t_d: float = 0.0, *, depth: int = 0, t_s: int 
     theta0: threshold scale.
 
   References:
-    Park et al., T2FSNN (DAC 2020), eqs. for the threshold and dendrite kernels; SNN spec section 2.4.
+    Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+    arXiv:2003.11741 (the threshold and dendrite kernels).
   """
   _check_positive("tau", tau)
   if t_w < 1 or t_s < 1:
@@ -242,7 +250,8 @@ def ibt_neuron(threshold: float = 1.0, *, alpha: float = 0.1, scale=1.0) -> Neur
   ``V <= -threshold/alpha`` (reset ``V += threshold/alpha``): the mean output tends to ``leaky_relu(x, alpha)``.
 
   References:
-    Kim et al., Spiking-YOLO (AAAI 2020); SNN spec section 2.6 and oracle 6.5.
+    Kim et al., "Spiking-YOLO: Spiking Neural Network for Energy-Efficient Object Detection", AAAI 2020,
+    arXiv:1903.06530.
   """
   _check_positive("threshold", threshold)
   _check_positive("alpha", alpha)
@@ -264,7 +273,7 @@ def ibt_neuron(threshold: float = 1.0, *, alpha: float = 0.1, scale=1.0) -> Neur
 
 
 def integrator() -> Neuron:
-  """Output neuron that only integrates (readout ``V_L``); it never fires (SNN spec 1.1, readout ``vmem``)."""
+  """Output neuron that only integrates (readout ``V_L``); it never fires (readout ``vmem``)."""
 
   def init(shape):
     return init_state(shape, jnp.inf)

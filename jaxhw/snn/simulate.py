@@ -7,13 +7,22 @@ network has no feedback, so the order does not change any value. Only the output
 event and synaptic-operation counts per image, and (on request) first-spike times are returned; the per-step
 spike tensor of a layer never leaves the scan.
 
+`simulate` is a pure function of arrays: it can be jitted, vmapped (e.g. over corrupted weights) and
+differentiated, and it returns device arrays. `logits_fn` packages it as ``(params, apply_fn)`` for code that
+takes ``apply_fn(params, x) -> logits`` such as `jaxhw.faults.single_bit_sweep`.
+
 References:
-  SNN spec (``shared/specs/snn.md``) sections 1.1, 1.2, 1.3 (spiking max-pool), 3 and 7.
+  Rueckauer et al., "Conversion of Continuous-Valued Deep Networks to Efficient Event-Driven Networks for Image
+  Classification", Frontiers in Neuroscience 2017 (spiking max-pool by cumulative output).
+  Park et al., "Fast and Efficient Information Transmission with Burst Spikes in Deep Spiking Neural Networks",
+  DAC 2019, arXiv:1809.03142; Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike
+  Coding", DAC 2020, arXiv:2003.11741.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -22,12 +31,11 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from jaxhw.models.snn_cnn import conv2d, pool2d
 from jaxhw.snn import codings as cd
-from jaxhw.snn.convert import SNNet
+from jaxhw.snn.network import SNNet, at_path, pool, synapse
 
-__all__ = ["SimResult", "simulate", "spiking_maxpool", "accuracy_curve", "latency_steps", "RECORD_OPTIONS",
-           "MODES"]
+__all__ = ["SimResult", "simulate", "logits_fn", "spiking_maxpool", "accuracy_curve", "latency_steps",
+           "RECORD_OPTIONS", "MODES"]
 
 RECORD_OPTIONS = ("output", "first_spike")
 MODES = ("stepwise", "layerwise")
@@ -35,12 +43,14 @@ INNER_UNROLL = 1
 
 
 class SimResult(NamedTuple):
-  """What :func:`simulate` returns (host numpy arrays).
+  """What :func:`simulate` returns (device arrays).
 
   Attributes:
     output: ``[T, B, C]`` decoded output ``out_scale * V_L(t) / n_b(t)`` after every step (``None`` unless
       ``"output"`` is recorded).
     vmem: ``[B, C]`` final output potential ``V_L(T)``.
+    logits: ``[B, C]`` decoded output after the last step, ``out_scale * V_L(T) / n_b(T)`` (the ANN's logits
+      as the SNN estimates them).
     spikes: ``[B, 1 + L]`` events per image over the run: column 0 the input layer (0 for real-valued input),
       then each hidden spiking layer.
     step_events: ``[T, B, 1 + L]`` events per step (same columns).
@@ -49,11 +59,12 @@ class SimResult(NamedTuple):
     first_spike: per spiking layer (input first) ``[B, ...]`` first-spike times, -1 if silent (if recorded).
   """
 
-  output: np.ndarray | None
-  vmem: np.ndarray
-  spikes: np.ndarray
-  step_events: np.ndarray
-  sops: np.ndarray
+  output: Array | None
+  vmem: Array
+  logits: Array
+  spikes: Array
+  step_events: Array
+  sops: Array
   first_spike: tuple | None
 
 
@@ -130,18 +141,14 @@ def _sim(params, scales, fanouts, out_scale, x, keys, *, ops, shapes, coding, T,
     for k, op in enumerate(ops):
       if op.kind in ("conv", "dense"):
         if not (first_syn and real_input):
-          fan = fanouts[op.index]
+          fan = at_path(fanouts, op.path)
           sent = ((o != 0).astype(jnp.int32) * fan).reshape(c, batch, -1)
           sops = sops + jnp.sum(sent, axis=-1, dtype=jnp.int32)
         first_syn = False
-        w = params[op.index]
-        flat = o.reshape((c * batch,) + o.shape[2:])
-        if op.kind == "conv":
-          z = conv2d(flat, w["w"], op.padding)
-        else:
-          z = flat.reshape(c * batch, -1) @ w["w"]
+        w = at_path(params, op.path)
+        z = synapse(op, w, o.reshape((c * batch,) + o.shape[2:]), bias=False)
         z = z.reshape((c, batch) + z.shape[1:])
-        z = z + gate.reshape((c, batch) + (1,) * (z.ndim - 2)) * w["b"]
+        z = z + gate.reshape((c, batch) + (1,) * (z.ndim - 2)) * w["bias"]
         if k + 1 < len(ops) and ops[k + 1].kind == "spike":
           o = z
         else:  # output integrator
@@ -162,7 +169,7 @@ def _sim(params, scales, fanouts, out_scale, x, keys, *, ops, shapes, coding, T,
         o = spiking_maxpool(o, a, op.window)
       elif op.kind == "avgpool":
         flat = o.reshape((c * batch,) + o.shape[2:])
-        o = pool2d(flat, op.window, "avgpool").reshape((c, batch) + tuple(shapes[k]))
+        o = pool(op, flat).reshape((c, batch) + tuple(shapes[k]))
       elif op.kind == "flatten":
         o = o.reshape(c, batch, -1)
     nbseq = nb + jnp.cumsum(gate, axis=0)  # [c, B]
@@ -173,7 +180,8 @@ def _sim(params, scales, fanouts, out_scale, x, keys, *, ops, shapes, coding, T,
 
   ts = jnp.arange(T, dtype=jnp.int32).reshape(T // c, c)
   kx = keys.reshape((T // c, c) + keys.shape[1:])
-  (enc_state, states, vout, _), ys = lax.scan(body, carry0, (ts, kx), unroll=unroll)
+  (enc_state, states, vout, nb), ys = lax.scan(body, carry0, (ts, kx), unroll=unroll)
+  logits = out_scale * vout / jnp.maximum(nb, 1.0)[:, None]
   ys = jax.tree.map(lambda y: y.reshape((T,) + y.shape[2:]), ys)
   in_n = jnp.zeros((batch,), jnp.int32) if real_input else jnp.sum(
       enc_state[0].n.reshape(batch, -1), axis=1, dtype=jnp.int32)
@@ -181,33 +189,11 @@ def _sim(params, scales, fanouts, out_scale, x, keys, *, ops, shapes, coding, T,
   first = None
   if "first_spike" in record:
     first = (enc_state[0].t_first,) + tuple(s.t_first for s in states)
-  return ys, vout, spikes, first
+  return ys, vout, logits, spikes, first
 
 
-def simulate(net: SNNet, x: Float[Array, "batch ..."], coding: cd.Coding | str, T: int, *,
-             key: jax.Array | None = None, mode: str = "stepwise", chunk: int = 8,
-             record: tuple[str, ...] = ("output",), scan_unroll: int = 1) -> SimResult:
-  """Runs the converted network on a batch for ``T`` steps.
-
-  Args:
-    net: from :func:`jaxhw.snn.convert`.
-    x: input batch, pixels in [0, 1], NHWC.
-    coding: a :class:`Coding` or a preset name (``CODING_PRESETS``).
-    T: number of time steps (static, >= 1).
-    key: PRNG key (needed by Poisson input; split per step, never reused).
-    mode: ``"stepwise"`` (default: on CPU it measured faster than layerwise, 1.1x vs 1.2-1.7x the ANN's
-      forward time per step, see ``benchmarks/bench_snn.py``) or ``"layerwise"``.
-    chunk: layerwise chunk length (the largest divisor of T not above it is used).
-    record: subset of ``RECORD_OPTIONS``: ``"output"`` (decoded output per step), ``"first_spike"``.
-    scan_unroll: unroll factor of the outer scan.
-
-  Returns:
-    A :class:`SimResult` of numpy arrays.
-
-  Raises:
-    ValueError: T < 1, unknown mode / coding / record option, or Poisson input without a key.
-  """
-  if not isinstance(T, (int, np.integer)) or T < 1:
+def _check(net: SNNet, coding, T, mode, record, key) -> cd.Coding:
+  if not isinstance(T, (int, np.integer)) or isinstance(T, bool) or T < 1:
     raise ValueError(f"T={T!r} must be an integer >= 1")
   if mode not in MODES:
     raise ValueError(f"mode={mode!r}; valid modes: {MODES}")
@@ -222,30 +208,81 @@ def simulate(net: SNNet, x: Float[Array, "batch ..."], coding: cd.Coding | str, 
   if not isinstance(coding.hidden, str) and len(coding.hidden) != n_spike:
     raise ValueError(f"hidden has {len(coding.hidden)} entries; the network has {n_spike} hidden spiking "
                      "layers")
+  return coding
+
+
+def simulate(net: SNNet, x: Float[Array, "batch ..."], coding: cd.Coding | str, T: int, *,
+             key: jax.Array | None = None, mode: str = "stepwise", chunk: int = 8,
+             record: tuple[str, ...] = ("output",), scan_unroll: int = 1) -> SimResult:
+  """Runs the converted network on a batch for ``T`` steps (a pure function: jit, vmap and grad compose).
+
+  Args:
+    net: from :func:`jaxhw.snn.convert`; its ``params`` may be traced (e.g. corrupted weights under ``vmap``).
+    x: input batch, pixels in [0, 1], NHWC.
+    coding: a :class:`Coding` or a preset name (``CODING_PRESETS``).
+    T: number of time steps (static, >= 1).
+    key: PRNG key (needed by Poisson input; split per step, never reused).
+    mode: ``"stepwise"`` (default: on CPU it measured faster than layerwise, see ``benchmarks/bench_snn.py``) or
+      ``"layerwise"``.
+    chunk: layerwise chunk length (the largest divisor of T not above it is used).
+    record: subset of ``RECORD_OPTIONS``: ``"output"`` (decoded output per step), ``"first_spike"``.
+    scan_unroll: unroll factor of the outer scan.
+
+  Returns:
+    A :class:`SimResult` of device arrays. Gradients flow through the synaptic weights, the biases and the
+    real-valued input; a spike itself is a step function (zero derivative).
+
+  Raises:
+    ValueError: T < 1, unknown mode / coding / record option, or Poisson input without a key.
+  """
+  coding = _check(net, coding, T, mode, record, key)
   c = 1 if mode == "stepwise" else _largest_divisor(int(T), int(chunk))
   keys = jax.random.split(key if key is not None else jax.random.key(0), int(T))
-  ys, vout, spikes, first = _sim(
+  ys, vout, logits, spikes, first = _sim(
       net.params, net.scales, net.fanouts, net.out_scale, jnp.asarray(x, jnp.float32), keys,
       ops=net.ops, shapes=net.shapes, coding=coding, T=int(T), chunk=c, unroll=int(scan_unroll),
       record=tuple(sorted(record)))
-  return SimResult(
-      output=np.asarray(ys["output"]) if "output" in ys else None,
-      vmem=np.asarray(vout),
-      spikes=np.asarray(spikes),
-      step_events=np.asarray(ys["events"]),
-      sops=np.asarray(ys["sops"]),
-      first_spike=None if first is None else tuple(np.asarray(f) for f in first),
-  )
+  return SimResult(output=ys.get("output"), vmem=vout, logits=logits, spikes=spikes, step_events=ys["events"],
+                   sops=ys["sops"], first_spike=first)
 
 
-def accuracy_curve(output: Float[Array, "T batch classes"], labels: Int[Array, " batch"]) -> np.ndarray:
-  """Top-1 accuracy after every step, ``[T]`` (SNN spec 3)."""
-  return (np.argmax(np.asarray(output), -1) == np.asarray(labels)[None]).mean(-1)
+def logits_fn(net: SNNet, coding: cd.Coding | str, T: int, *, key: jax.Array | None = None,
+              mode: str = "stepwise", chunk: int = 8) -> tuple[dict, Callable[[dict, Array], Array]]:
+  """The converted network as ``(params, apply_fn)``, ``apply_fn(params, x) -> logits`` after ``T`` steps.
+
+  ``params`` is ``net.params``, the plain nested dict ``{layer path: {"kernel", "bias"}}`` of the normalised
+  weights; ``apply_fn`` simulates the network with those weights (traceable, vmappable over params), so any
+  parameter effect or sweep composes with it, e.g.::
+
+      params, apply_fn = snn.logits_fn(net, "burst", 64)
+      result = faults.single_bit_sweep(apply_fn, params, x, y, structure="full")
+
+  Args:
+    net: a converted network.
+    coding: a :class:`Coding` or a preset name.
+    T: time steps (static).
+    key: PRNG key of the Poisson input (the same draws for every call).
+    mode, chunk: as in :func:`simulate`.
+
+  Returns:
+    ``(params, apply_fn)``; the logits are ``SimResult.logits`` (``out_scale * V_L(T) / n_b(T)``).
+  """
+  coding = _check(net, coding, T, mode, (), key)
+
+  def apply_fn(params: dict, x: Array) -> Array:
+    return simulate(net._replace(params=params), x, coding, T, key=key, mode=mode, chunk=chunk, record=()).logits
+
+  return net.params, apply_fn
+
+
+def accuracy_curve(output: Float[Array, "T batch classes"], labels: Int[Array, " batch"]) -> Array:
+  """Top-1 accuracy after every step, ``[T]``."""
+  return jnp.mean(jnp.argmax(output, -1) == jnp.asarray(labels)[None], axis=-1)
 
 
 def latency_steps(curve: np.ndarray, target: float) -> int | None:
   """L99-style latency: the smallest number of steps ``t`` with ``curve[t'-1] >= target`` for all ``t' >= t``;
-  ``None`` if the last step misses the target (SNN spec 3)."""
+  ``None`` if the last step misses the target (host-side metric)."""
   curve = np.asarray(curve)
   ok = curve >= target
   if not ok[-1]:

@@ -2,7 +2,7 @@
 
 References:
   Neftci, Mostafa and Zenke, "Surrogate gradient learning in SNNs", IEEE SPM 2019; Zenke and Ganguli 2018
-  (fast sigmoid); Fang et al. 2021 (arctan); SNN spec (``shared/specs/snn.md``) section 1.4.
+  (fast sigmoid); Fang et al. 2021 (arctan).
 """
 
 from __future__ import annotations

@@ -1,27 +1,32 @@
 """T2FSNN: time-to-first-spike coding with kernels: closed form, decoding, and the gradient-based optimisation
 (GO) of each layer's kernel parameters ``(tau, t_d)``.
 
+The kernel optimisation runs in the project's one trainer, `jaxhw.train.train`, with the per-layer kernel
+parameters ``{"tau": [D], "t_d": [D]}`` as the optimised pytree.
+
 References:
-  Park et al., "T2FSNN: Deep spiking neural networks with time-to-first-spike coding", DAC 2020 (arXiv
-  2003.11741); SNN spec (``shared/specs/snn.md``) section 2.4.
+  Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+  arXiv:2003.11741.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jaxtyping import Array, Float
 
-from jaxhw.models.snn_cnn import conv2d, pool2d
 from jaxhw.snn.codings import Coding
-from jaxhw.snn.convert import SNNet, snn_ann_apply
+from jaxhw.snn.network import SNNet, at_path, pool, snn_ann_apply, synapse
+from jaxhw.train import TrainConfig, train
 
 __all__ = ["spike_time", "decode", "quantize", "closed_form", "pipeline_length", "GOState",
-           "go_step_analytic", "go_step_grad", "optimize_kernels", "GO_IMPLS"]
+           "go_step_analytic", "go_step_grad", "go_loss", "go_transform", "optimize_kernels", "GO_IMPLS"]
 
 GO_IMPLS = ("analytic", "jax_grad")
 
@@ -68,18 +73,14 @@ def closed_form(net: SNNet, x: Float[Array, "batch ..."], coding: Coding, *, ret
   h = quantize(x, tau, t_d, coding.t_w)
   values = [h]
   for op in net.ops:
-    if op.kind == "conv":
-      w = net.params[op.index]
-      h = conv2d(h, w["w"], op.padding) + w["b"]
-    elif op.kind == "dense":
-      w = net.params[op.index]
-      h = h.reshape(h.shape[0], -1) @ w["w"] + w["b"]
+    if op.kind in ("conv", "dense"):
+      h = synapse(op, at_path(net.params, op.path), h)
     elif op.kind == "spike":
       tau, t_d = coding.ttfs_params(op.index + 1)
       h = quantize(h, tau, t_d, coding.t_w)
       values.append(h)
     elif op.kind in ("maxpool", "avgpool"):
-      h = pool2d(h, op.window, op.kind)
+      h = pool(op, h)
     elif op.kind == "flatten":
       h = h.reshape(h.shape[0], -1)
   return (h, values) if return_values else h
@@ -181,10 +182,69 @@ def go_step_grad(x, tau, t_d, *, t_w: int, rho1=10.0, rho2=100.0, rho_td=1.0, mi
   return new_tau, t_d - rho_td * jax.grad(l_max)(t_d)
 
 
+def go_loss(kernels: dict, acts, *, t_w: int, rho1=10.0, rho2=100.0, rho_td=1.0, impl: str = "analytic",
+            min_over="positive", min_percentile=2.0):
+  """A loss over all layers whose gradient step with learning rate 1 is the GO update of every layer.
+
+  ``impl="jax_grad"``: ``rho1 L_prec(tau) + rho2 L_min(tau) + rho_td L_max(t_d)`` (each term differentiated only
+  in its own parameter, t_hat and the targets held fixed), the losses of :func:`go_step_grad`.
+  ``impl="analytic"``: the linear surrogate ``-(sg(d_tau) tau + sg(d_td) t_d)`` whose gradient is minus the
+  closed-form deltas of :func:`go_step_analytic`.
+
+  Args:
+    kernels: ``{"tau": [D], "t_d": [D]}``, input layer first.
+    acts: the D target activations (``[B, ...]`` each): the input pixels, then every spiking layer's.
+    t_w, rho1, rho2, rho_td, min_over, min_percentile: as in :func:`go_step_analytic`.
+    impl: one of `GO_IMPLS`.
+
+  Returns:
+    ``(loss, aux)`` with ``aux`` the mean precision loss over layers.
+  """
+  sg = jax.lax.stop_gradient
+  total = jnp.zeros((), jnp.float32)
+  prec = []
+  for d, a in enumerate(acts):
+    tau, t_d = kernels["tau"][d], kernels["t_d"][d]
+    kw = dict(t_w=t_w, rho1=rho1, rho2=rho2, rho_td=rho_td, min_over=min_over, min_percentile=min_percentile)
+    if impl == "analytic":
+      new_tau, new_td = go_step_analytic(a, sg(tau), sg(t_d), **kw)
+      total = total - sg(new_tau - tau) * tau - sg(new_td - t_d) * t_d
+    else:
+      xf, t_hat, mask, x_min, t_min, has = _layer_terms(a, sg(tau), sg(t_d), t_w, min_over, min_percentile)
+      td_c, tau_c = sg(t_d), sg(tau)
+      x_hat = jnp.where(t_hat < t_w, jnp.exp(-(t_hat - td_c) / tau), 0.0)
+      l_prec = 0.5 * jnp.sum(jnp.where(mask, (xf - x_hat) ** 2, 0.0)) / _count(mask)
+      l_min = 0.5 * (x_min - jnp.exp(-(t_w - td_c) / tau)) ** 2
+      x_max = sg(jnp.exp(-(t_min - t_d) / tau))
+      l_max = 0.5 * jnp.sum(jnp.where(has, (x_max - jnp.exp(t_d / tau_c)) ** 2, 0.0)) / _count(has)
+      total = total + rho1 * l_prec + rho2 * l_min + rho_td * l_max
+    t_hat = sg(spike_time(a.reshape(a.shape[0], -1), tau, t_d, t_w)).astype(jnp.float32)
+    x_hat = jnp.where(t_hat < t_w, jnp.exp(-(t_hat - t_d) / tau), 0.0)
+    prec.append(0.5 * jnp.mean((a.reshape(a.shape[0], -1) - x_hat) ** 2))
+  return total, {"go_precision_loss": sg(jnp.mean(jnp.stack(prec)))}
+
+
+def go_transform(min_tau: float = 0.5) -> optax.GradientTransformation:
+  """Plain gradient steps (learning rate 1) on ``{"tau", "t_d"}`` with ``tau`` kept at or above `min_tau`."""
+
+  def init(params):
+    return optax.EmptyState()
+
+  def update(grads, state, params=None):
+    if params is None:
+      raise ValueError("go_transform needs params")
+    new_tau = jnp.maximum(params["tau"] - grads["tau"], min_tau)
+    return {"tau": new_tau - params["tau"], "t_d": -grads["t_d"]}, state
+
+  return optax.GradientTransformation(init, update)
+
+
 def optimize_kernels(net: SNNet, x_train: np.ndarray, coding: Coding, *, passes: int = 2,
                      batch_size: int = 100, rho1: float = 10.0, rho2: float = 100.0, rho_td: float = 1.0,
-                     impl: str = "analytic", min_over: str = "positive", min_percentile: float = 2.0) -> Coding:
-  """Gradient-based optimisation of every spiking layer's ``(tau, t_d)`` on training images.
+                     impl: str = "analytic", min_over: str = "positive", min_percentile: float = 2.0,
+                     seed: int = 0, workdir: str | Path | None = None) -> Coding:
+  """Gradient-based optimisation (GO) of every spiking layer's ``(tau, t_d)`` on training images, run by
+  `jaxhw.train.train`.
 
   Targets are the normalised ANN activations of the same images (input: the pixels); all layers are updated
   after each batch.
@@ -199,12 +259,15 @@ def optimize_kernels(net: SNNet, x_train: np.ndarray, coding: Coding, *, passes:
     impl: ``"analytic"`` or ``"jax_grad"`` (same updates).
     min_over: ``"positive"`` (percentile over positive activations) or ``"clamped"`` (official).
     min_percentile: percentile giving ``x_min`` (2).
+    seed: seed of the batch order.
+    workdir: where the trainer writes ``metrics.jsonl`` and checkpoints (None: in memory).
 
   Returns:
     ``coding`` with per-layer tuples ``tau`` and ``t_d``.
 
   References:
-    Park et al., DAC 2020, section "Gradient-based optimization"; SNN spec 2.4.
+    Park et al., "T2FSNN: Deep Spiking Neural Networks with Time-to-first-spike Coding", DAC 2020,
+    arXiv:2003.11741, section "Gradient-based optimization".
   """
   if not coding.is_ttfs:
     raise ValueError(f"coding.input={coding.input!r}: kernel optimisation needs a TTFS coding")
@@ -212,27 +275,27 @@ def optimize_kernels(net: SNNet, x_train: np.ndarray, coding: Coding, *, passes:
     raise ValueError(f"impl={impl!r}; valid: {GO_IMPLS}")
   if min_over not in ("positive", "clamped"):
     raise ValueError(f"min_over={min_over!r}; valid: ('positive', 'clamped')")
-  n_layers = 1 + sum(op.kind == "spike" for op in net.ops)
-  params = [coding.ttfs_params(d) for d in range(n_layers)]
-  tau = jnp.asarray([p[0] for p in params], jnp.float32)
-  t_d = jnp.asarray([p[1] for p in params], jnp.float32)
-  step_fn = go_step_analytic if impl == "analytic" else go_step_grad
-
-  @jax.jit
-  def update(xb, tau, t_d):
-    _, acts = snn_ann_apply(net, xb, return_activations=True)
-    acts = [xb] + list(acts)
-    new_tau, new_td = [], []
-    for d, a in enumerate(acts):
-      nt, nd = step_fn(a, tau[d], t_d[d], t_w=coding.t_w, rho1=rho1, rho2=rho2, rho_td=rho_td,
-                       min_over=min_over, min_percentile=min_percentile)
-      new_tau.append(jnp.maximum(nt, 0.5))
-      new_td.append(nd)
-    return jnp.stack(new_tau), jnp.stack(new_td)
-
   x_train = np.asarray(x_train)
-  for _ in range(passes):
-    for s in range(0, len(x_train) - batch_size + 1, batch_size):
-      tau, t_d = update(jnp.asarray(x_train[s:s + batch_size]), tau, t_d)
-  return dataclasses.replace(coding, tau=tuple(float(v) for v in np.asarray(tau)),
-                             t_d=tuple(float(v) for v in np.asarray(t_d)))
+  if not 1 <= batch_size <= len(x_train):
+    raise ValueError(f"batch_size={batch_size} must be in [1, {len(x_train)}] (the training images)")
+  n_layers = 1 + sum(op.kind == "spike" for op in net.ops)
+  start = [coding.ttfs_params(d) for d in range(n_layers)]
+  kernels = {"tau": jnp.asarray([p[0] for p in start], jnp.float32),
+             "t_d": jnp.asarray([p[1] for p in start], jnp.float32)}
+
+  def loss_fn(kernels, batch, key, step):
+    xb = batch[0]
+    _, acts = snn_ann_apply(net, xb, return_activations=True)
+    return go_loss(kernels, [xb] + list(acts), t_w=coding.t_w, rho1=rho1, rho2=rho2, rho_td=rho_td, impl=impl,
+                   min_over=min_over, min_percentile=min_percentile)
+
+  config = TrainConfig(optimizer="sgd", lr=1.0, batch_size=batch_size, epochs=passes, seed=seed,
+                       log_every=max(1, len(x_train) // batch_size))
+  fingerprint = {"t2fsnn_go": {"passes": passes, "batch_size": batch_size, "rho": [rho1, rho2, rho_td],
+                               "impl": impl, "min_over": min_over, "min_percentile": min_percentile,
+                               "t_w": coding.t_w, "start": [list(p) for p in start], "seed": seed,
+                               "n_images": len(x_train)}}
+  result = train(loss_fn, kernels, (x_train,), config, workdir, tx=go_transform(), fingerprint=fingerprint,
+                 desc="T2FSNN GO")
+  tau, t_d = np.asarray(result.params["tau"]), np.asarray(result.params["t_d"])
+  return dataclasses.replace(coding, tau=tuple(float(v) for v in tau), t_d=tuple(float(v) for v in t_d))
