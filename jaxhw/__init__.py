@@ -24,7 +24,8 @@ from jaxhw.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, Tr
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("effects", "layers", "pytree", "data", "models", "faults", "hessian", "crossbar", "snn", "mann", "storage")
+_SUBPACKAGES = ("effects", "layers", "pytree", "data", "models", "faults", "hessian", "crossbar", "snn", "mann",
+                "storage")
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ from jaxhw.models.snn_cnn import MNIST_CNN, SequentialCNN, bn_population_stats, 
 from jaxhw.models.vgg import VGG, VGG_PLANS, vgg16
 
 __all__ = [
-    "BinaryCNN", "BinaryMLP", "binary_layer_paths", "MLP", "BasicBlock", "LeNet5", "ResNet", "VGG", "VGG_PLANS", "dense_paths", "mlp", "mlp_apply", "mlp_init",
-    "resnet18", "vgg16", "MNIST_CNN", "SequentialCNN", "bn_population_stats", "vgg16_layers",
+    "MLP", "BasicBlock", "BinaryCNN", "BinaryMLP", "LeNet5", "MNIST_CNN", "ResNet", "SequentialCNN", "VGG", "VGG_PLANS",
+    "binary_layer_paths", "bn_population_stats", "dense_paths", "mlp", "mlp_apply", "mlp_init", "resnet18", "vgg16",
+    "vgg16_layers",
 ]
