@@ -119,10 +119,14 @@ def test_gbo_search_meets_budget_and_moves_alpha(tiny, tmp_path):
     assert res.energy <= res.budget + 1e-9 and res.budget == 2 * sum(reads)
     assert np.all(np.isfinite(res.logits)) and np.any(res.logits != res.logits.ravel()[0])
     assert len(res.history) == 2 and res.pulses == res.search_pulses and res.validation == {}
-    # the multiplier is the trainer's second parameter: projected gradient ascent on the budget violation
+    # the multiplier is the trainer's second parameter: signed gradient ascent on the budget violation (Gumbel);
+    # the continuous search lives on the budget simplex and needs none
     lam = 0.0
     for h in res.history:
-      lam = max(0.0, lam + GBOConfig().dual_lr * (h["cost_ratio"] - 1.0))
+      if relaxation == "gumbel":
+        lam = lam + GBOConfig().dual_lr * (h["cost_ratio"] - 1.0)
+      else:
+        assert h["cost_ratio"] == pytest.approx(1.0, rel=1e-5)
       assert abs(h["lambda"] - lam) < 1e-5
     if relaxation == "gumbel":
       first = res
@@ -133,6 +137,12 @@ def test_gbo_search_meets_budget_and_moves_alpha(tiny, tmp_path):
   assert (tmp_path / "metrics.jsonl").is_file()
   # soft budget: the multiplier stays fixed; a held-out score that prefers the uniform allocation replaces the
   # search result
+  # the spec's inequality budget: lambda projected on >= 0
+  hard = gbo(loss_fn, (x, y), config=GBOConfig(epochs=1, batch_size=100, budget_mode="hard"), **kw0)
+  lam = 0.0
+  for h in hard.history:
+    lam = max(0.0, lam + GBOConfig().dual_lr * (h["cost_ratio"] - 1.0))
+    assert abs(h["lambda"] - lam) < 1e-5
   soft = gbo(loss_fn, (x, y), config=GBOConfig(epochs=1, batch_size=100, budget_mode="soft", soft_lambda=0.3),
              validate_fn=lambda p: 0.0 if p == (2, 2) else 1.0, **kw0)
   assert all(h["lambda"] == pytest.approx(0.3) for h in soft.history)

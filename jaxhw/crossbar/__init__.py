@@ -18,7 +18,7 @@ References:
 
 from jaxhw.crossbar.analog import analog_read_noise
 from jaxhw.crossbar.binary import batch_norm, bn_sign_threshold, clip_latent, fold_bn
-from jaxhw.crossbar.chips import chip_keys, evaluate_chips
+from jaxhw.crossbar.chips import chip_keys, evaluate_chips, fixed_noise_evaluator
 from jaxhw.crossbar.cost import (
   EnergyModel,
   LayerCost,
@@ -61,6 +61,9 @@ from jaxhw.crossbar.gbo import (
   noise_objectives,
   repair,
   round_ste,
+  round_to_candidates,
+  search_allocation,
+  stein_sensitivity,
   uniform_allocation,
 )
 from jaxhw.crossbar.noise import PRESETS, CrossbarConfig, adc_quantize, preset, program, program_weights
@@ -73,9 +76,10 @@ __all__ = [
     "GBOConfig", "GBOResult", "LayerCost", "TileGrid", "adc_conversions", "adc_quantize", "aggregate_noise_std",
     "batch_norm", "bitserial", "bn_sign_threshold", "budget", "check_tile_size", "chip_keys", "clip_latent",
     "closed_form_allocation", "conv_patches", "conv_weight_matrix", "crossbar_conv", "crossbar_matmul",
-    "decompose", "energy_proxy", "evaluate_chips", "fisher_sensitivity", "fold_bn", "gbo",
+    "decompose", "energy_proxy", "evaluate_chips", "fisher_sensitivity", "fixed_noise_evaluator", "fold_bn", "gbo",
     "gumbel_straight_through", "inference_cost", "latency_proxy", "layer_cost", "layer_shapes", "level_energy",
     "make_encoding", "mixed", "noise_factor", "noise_factor_continuous", "noise_factor_of", "noise_objectives",
     "output_noise", "output_shapes", "preset", "program", "program_weights", "read_noise", "repair", "repeat",
-    "round_ste", "split_inputs", "split_rows", "thermometer", "tile_grid", "uniform_allocation",
+    "round_ste", "round_to_candidates", "search_allocation", "split_inputs", "split_rows", "stein_sensitivity",
+    "thermometer", "tile_grid", "uniform_allocation",
 ]

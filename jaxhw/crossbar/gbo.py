@@ -4,12 +4,13 @@ Per crossbar layer l a pulse count T_l is chosen from a static tuple of candidat
 default relaxation is straight-through Gumbel-softmax over the candidates: the forward pass
 always uses one feasible configuration (layer noise std = sum_k h_lk std(T_k) on one shared
 noise draw), the backward pass the softmax. The budget E(T) = sum_l T_l R_l <= B_E =
-T_bar E(1) is enforced by dual ascent on lambda during search, then exactly by a greedy
-discretise-and-repair step. Baselines: uniform T and the closed-form allocation
-T_l* = B_E sqrt(S_l / R_l) / sum_m sqrt(S_m R_m) from an empirical-Fisher sensitivity S_l.
+T_bar E(1) is an equality the search meets itself: dual ascent on a multiplier of either sign
+(Gumbel), or a parametrisation on the budget simplex (continuous T). A greedy repair then only
+fixes what discretisation leaves (an excess, or unspent whole steps). Baselines: uniform T and
+the closed-form allocation T_l* = B_E sqrt(S_l / R_l) / sum_m sqrt(S_m R_m) from an empirical-Fisher sensitivity S_l.
 
 The search runs in `jaxhw.train.train`: its parameters are the allocation logits and the
-multiplier lambda, updated by one `optax.multi_transform` (Adam descent on the logits, projected
+multiplier lambda, updated by one `optax.multi_transform` (Adam descent on the logits, signed
 gradient ascent on lambda); the Stein sensitivity it accumulates is carried as model state.
 The model enters only through `loss_fn(stds, batch, key) -> scalar`, the task loss when crossbar
 layer l adds noise of std `stds[l]` to its output; `noise_objectives` builds it for any Flax
@@ -22,6 +23,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ from jaxhw.effects import attach
 from jaxhw.train import TrainConfig, train
 
 RELAXATIONS = ("gumbel", "continuous")
-BUDGET_MODES = ("hard", "soft")
+BUDGET_MODES = ("equality", "hard", "soft")
 DEFAULT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
@@ -49,13 +52,17 @@ class GBOConfig:
   Attributes:
     candidates: the static tuple of pulse counts (default (1, 2, 3, 4, 6, 8, 12, 16) [R]).
     relaxation: "gumbel" (A, default: straight-through Gumbel-softmax) or "continuous"
-      (B: T = T_min + softplus(theta), std(round_ste(T))).
+      (B on the budget simplex: T_l = T_min + (B_E - T_min sum R) softmax(theta)_l / R_l, so
+      sum_l R_l T_l = B_E for every theta; the forward pass uses std(round_ste(T))).
     epochs: passes over the search data.
     batch_size: search batch size.
     lr: Adam learning rate on alpha / theta (0.05).
     tau_start, tau_end: Gumbel temperature, annealed geometrically (1.0 -> 0.1).
-    budget_mode: "hard" (dual ascent on lambda, default) or "soft" (fixed lambda).
-    dual_lr: lambda <- max(0, lambda + dual_lr (E_p / B_E - 1)) (0.01).
+    budget_mode: "equality" (default: E_p = B_E, dual ascent on a multiplier of either sign,
+      lambda <- lambda + dual_lr (E_p / B_E - 1)), "hard" (the spec's inequality: lambda projected
+      on >= 0) or "soft" (fixed lambda). The continuous relaxation lives on the budget simplex and
+      needs no multiplier.
+    dual_lr: the multiplier's step.
     lam_init: initial lambda.
     soft_lambda: lambda in soft mode.
     seed: data order and Gumbel / noise keys derive from the key passed to `gbo`; seed only
@@ -73,8 +80,8 @@ class GBOConfig:
   lr: float = 0.05
   tau_start: float = 1.0
   tau_end: float = 0.1
-  budget_mode: str = "hard"
-  dual_lr: float = 0.01
+  budget_mode: str = "equality"
+  dual_lr: float = 0.1
   lam_init: float = 0.0
   soft_lambda: float = 1.0
   seed: int = 0
@@ -308,14 +315,72 @@ def _inverse(t):
   return 1.0 / t
 
 
+@functools.lru_cache(maxsize=32)
 def _search_tx(config: GBOConfig) -> optax.GradientTransformation:
-  """Adam descent on the allocation logits; projected gradient ascent on the multiplier (hard budget:
-  lambda <- max(0, lambda + dual_lr (E_p / B_E - 1))), or a fixed multiplier (soft budget)."""
-  if config.budget_mode == "hard":
+  """Adam descent on the allocation logits; gradient ascent on the multiplier: signed for the equality budget
+  (lambda <- lambda + dual_lr (E_p / B_E - 1)), projected on lambda >= 0 for the inequality budget, fixed for the
+  soft budget and for the simplex parametrisation (which meets the budget by construction). Cached per config, so
+  every search with one config hands `jaxhw.train` the same optimizer object (one compilation)."""
+  if config.relaxation == "continuous" or config.budget_mode == "soft":
+    dual = optax.set_to_zero()
+  elif config.budget_mode == "hard":
     dual = optax.chain(optax.scale(config.dual_lr), optax.keep_params_nonnegative())
   else:
-    dual = optax.set_to_zero()
+    dual = optax.scale(config.dual_lr)
   return optax.multi_transform({"alpha": optax.adam(config.lr), "lam": dual}, {"alpha": "alpha", "lam": "lam"})
+
+
+@functools.lru_cache(maxsize=32)
+def _search_lagrangian(loss_fn: Callable, config: GBOConfig, with_model: bool, c_cont: Callable) -> Callable:
+  """The search's loss for `jaxhw.train`, one function object per (loss_fn, config): the per-search constants
+  (noise table, costs, budget, key, number of steps, the frozen model) travel in the model state, so repeated
+  searches reuse one compiled step."""
+  t_min = float(config.candidates[0])
+
+  def relax(theta, const, k_g, tau):
+    if config.relaxation == "gumbel":
+      h, _ = gumbel_straight_through(theta, k_g, tau)
+      stds = jnp.sum(h * const["std_table"], -1)
+      # expected cost under the sharpened distribution softmax(alpha / tau): as tau anneals it tends to the cost
+      # of the mode argmax(alpha), the allocation the search returns
+      e_p = jnp.sum(jax.nn.softmax(theta / tau, -1) @ const["cand"] * const["reads"])
+      return stds, e_p
+    # simplex: T_l = T_min + (B_E - T_min sum R) w_l / R_l, w = softmax(theta), so sum_l R_l T_l = B_E exactly
+    w = jax.nn.softmax(theta)
+    t = t_min + (const["budget"] - t_min * jnp.sum(const["reads"])) * w / const["reads"]
+    stds = jnp.sqrt(const["var_rows"] * c_cont(round_ste(t)))
+    return stds, jnp.sum(t * const["reads"])
+
+  def lagrangian(params, state, batch, step_key, step):
+    """L = CE(noise at stds(alpha)) + lambda (E_p / B_E - 1): descended in alpha, ascended in lambda (its
+    gradient is the budget violation). The task term enters through a surrogate with the value of the task
+    loss and the gradient g_std . dstds/dalpha, so the network is differentiated once, with respect to the
+    stds, whose gradient also feeds the Stein sensitivity carried in `state`."""
+    del step_key  # the search draws from its own key stream
+    const = state["const"]
+    key = jax.random.wrap_key_data(const["key"])
+    k_g, k_n = jax.random.split(jax.random.fold_in(key, step))
+    frac = step.astype(jnp.float32) / jnp.maximum(const["n_steps"] - 1.0, 1.0)
+    tau = config.tau_start * (config.tau_end / config.tau_start) ** frac
+    stds, e_p = relax(params["alpha"], const, k_g, tau)
+    args = (state["model"],) if with_model else ()
+    task, g_std = jax.value_and_grad(loss_fn)(jax.lax.stop_gradient(stds), batch, k_n, *args)
+    ratio = e_p / const["budget"] - 1.0
+    lam = params["lam"]
+    surrogate = task + jnp.sum(g_std * (stds - jax.lax.stop_gradient(stds)))
+    loss = surrogate + lam * ratio
+    if config.relaxation == "continuous" or config.budget_mode == "soft":
+      lam_next = lam
+    elif config.budget_mode == "hard":
+      lam_next = jnp.maximum(0.0, lam + config.dual_lr * ratio)
+    else:
+      lam_next = lam + config.dual_lr * ratio
+    stein = state["stein"] + g_std / jnp.maximum(jax.lax.stop_gradient(stds), 1e-12)
+    aux = {"task_loss": task, "lambda": jax.lax.stop_gradient(lam_next), "tau": tau,
+           "cost_ratio": jax.lax.stop_gradient(ratio) + 1.0}
+    return loss, (aux, {**state, "stein": jax.lax.stop_gradient(stein)})
+
+  return lagrangian
 
 
 def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Sequence[int], mean_pulses: float,
@@ -323,7 +388,16 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
         c_continuous: Callable | None = None, sensitivity: Sequence[float] | None = None,
         validate_fn: Callable[[tuple[int, ...]], float] | None = None, model=None,
         workdir: str | Path | None = None) -> GBOResult:
-  """Searches per-layer pulse counts by gradient descent under the average pulse budget.
+  """Searches per-layer pulse counts by gradient descent under the energy budget.
+
+  The default search (straight-through Gumbel-softmax, ``budget_mode="equality"``) treats the budget as an
+  equality, E_p = B_E, with a multiplier of either sign: an allocation that leaves budget unspent is pushed to
+  spend it, one that overspends to save. The expected cost is taken under softmax(alpha / tau), which tends to
+  the cost of the returned mode argmax(alpha) as tau anneals. The continuous relaxation parametrises T on the
+  budget simplex (sum_l R_l T_l = B_E for every theta). The raw allocation is argmax(alpha) (or T rounded in
+  log2); the repair only acts when it exceeds the budget or leaves a whole candidate step unspent.
+
+  Repeated calls with the same `loss_fn` object and `config` compile the search step once.
 
   Args:
     loss_fn: `loss_fn(stds, batch, key) -> scalar` task loss (mean cross-entropy) when binary
@@ -361,59 +435,27 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
   c_np = _c_table(config.candidates, c_table, num_layers)
   budget_e = float(mean_pulses * reads_np.sum())
   sigma = float(sigma)
-  std_table = jnp.asarray(sigma * np.sqrt(n_rows_np[:, None] * c_np), jnp.float32)     # (L, K)
-  t_min = float(cand[0])
   n_steps = config.epochs * (len(data[0]) // config.batch_size)
   if n_steps < 1:
     raise ValueError(f"data has {len(data[0])} examples, fewer than batch_size={config.batch_size}")
 
   if config.relaxation == "gumbel":
     logits = jnp.zeros((num_layers, len(cand)), jnp.float32)
-  else:
-    x0 = max(float(mean_pulses) - t_min, 1e-3)
-    logits = jnp.full((num_layers,), float(np.log(np.expm1(x0))), jnp.float32)
-
-  c_cont = c_continuous or _inverse
-  n_rows_j, reads_j, cand_j = (jnp.asarray(a, jnp.float32) for a in (n_rows_np, reads_np, cand))
-  args = () if model is None else (model,)
-
-  def relax(theta, k_g, tau):
-    if config.relaxation == "gumbel":
-      h, _ = gumbel_straight_through(theta, k_g, tau)
-      stds = jnp.sum(h * std_table, -1)
-      e_p = jnp.sum(jax.nn.softmax(theta, -1) @ cand_j * reads_j)       # expected cost of the sample
-    else:
-      t = t_min + jax.nn.softplus(theta)
-      stds = sigma * jnp.sqrt(n_rows_j * c_cont(round_ste(t)))
-      e_p = jnp.sum(t * reads_j)
-    return stds, e_p
-
-  def lagrangian(params, state, batch, step_key, step):
-    """L = CE(noise at stds(alpha)) + lambda (E_p / B_E - 1): descended in alpha, ascended in lambda (its
-    gradient is the budget violation). The task term enters through a surrogate with the value of the task
-    loss and the gradient g_std . dstds/dalpha, so the network is differentiated once, with respect to the
-    stds, whose gradient also feeds the Stein sensitivity carried in `state`."""
-    del step_key  # the search draws from its own key stream
-    k_g, k_n = jax.random.split(jax.random.fold_in(key, step))
-    frac = step.astype(jnp.float32) / max(n_steps - 1, 1)
-    tau = config.tau_start * (config.tau_end / config.tau_start) ** frac
-    stds, e_p = relax(params["alpha"], k_g, tau)
-    task, g_std = jax.value_and_grad(loss_fn)(jax.lax.stop_gradient(stds), batch, k_n, *args)
-    ratio = e_p / budget_e - 1.0
-    lam = params["lam"]
-    surrogate = task + jnp.sum(g_std * (stds - jax.lax.stop_gradient(stds)))
-    loss = surrogate + lam * ratio
-    lam_next = jnp.maximum(0.0, lam + config.dual_lr * ratio) if config.budget_mode == "hard" else lam
-    stein = state["stein"] + g_std / jnp.maximum(jax.lax.stop_gradient(stds), 1e-12)
-    aux = {"task_loss": task, "lambda": jax.lax.stop_gradient(lam_next), "tau": tau,
-           "cost_ratio": jax.lax.stop_gradient(ratio) + 1.0}
-    return loss, (aux, {"stein": jax.lax.stop_gradient(stein)})
-
-  lam0 = config.lam_init if config.budget_mode == "hard" else config.soft_lambda
+  else:  # the point of the simplex where every T_l = T_bar
+    logits = jnp.asarray(np.log(reads_np / reads_np.sum()), jnp.float32)
+  const = {"std_table": jnp.asarray(sigma * np.sqrt(n_rows_np[:, None] * c_np), jnp.float32),     # (L, K)
+           "var_rows": jnp.asarray(sigma**2 * n_rows_np, jnp.float32),
+           "cand": jnp.asarray(cand, jnp.float32), "reads": jnp.asarray(reads_np, jnp.float32),
+           "budget": jnp.float32(budget_e), "n_steps": jnp.float32(n_steps), "key": jax.random.key_data(key)}
+  state = {"stein": jnp.zeros((num_layers,), jnp.float32), "const": const}
+  if model is not None:
+    state["model"] = model
+  lagrangian = _search_lagrangian(loss_fn, config, model is not None, c_continuous or _inverse)
+  lam0 = config.soft_lambda if config.budget_mode == "soft" else config.lam_init
   tcfg = TrainConfig(lr=config.lr, batch_size=config.batch_size, epochs=config.epochs, log_every=1,
                      seed=config.seed)
   res = train(lagrangian, {"alpha": logits, "lam": jnp.asarray(lam0, jnp.float32)}, tuple(data), tcfg, workdir,
-              model_state={"stein": jnp.zeros((num_layers,), jnp.float32)}, tx=_search_tx(config),
+              model_state=state, tx=_search_tx(config),
               desc="gbo search", fingerprint={"gbo": repr(config), "budget_e": budget_e, "sigma": sigma})
   logits = res.params["alpha"]
   history = [{"step": r["step"], "task_loss": r["task_loss"], "lambda": r["lambda"], "tau": r["tau"],
@@ -422,10 +464,7 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
   s_est = n_rows_np * stein_acc / n_steps
   s = np.asarray(sensitivity, np.float64) if sensitivity is not None else np.maximum(s_est, 1e-12)
   logits_np = np.asarray(logits)
-  if config.relaxation == "gumbel":
-    raw = tuple(int(config.candidates[j]) for j in np.argmax(logits_np, -1))
-  else:
-    raw = _nearest_log2(t_min + np.logaddexp(0.0, logits_np), config.candidates)
+  raw = search_allocation(logits_np, reads_np, budget_e, config)
   searched = repair(raw, s, reads_np, budget_e, config.candidates, c_np)
   pulses, scores = searched, {}
   uniform = (int(mean_pulses),) * num_layers
@@ -435,6 +474,80 @@ def gbo(loss_fn: Callable, data: tuple, *, reads: Sequence[float], n_rows: Seque
       pulses = uniform
   energy = float(np.sum(np.asarray(pulses) * reads_np))
   return GBOResult(pulses, raw, logits_np, s, energy, budget_e, history, searched, scores)
+
+
+def search_allocation(logits, reads: Sequence[float], budget_e: float, config: GBOConfig) -> tuple[int, ...]:
+  """The raw allocation a search ends with, before any repair: argmax(alpha) per layer (Gumbel), or the simplex
+  point T_l rounded to the nearest candidate in log2 (continuous)."""
+  logits = np.asarray(logits)
+  if config.relaxation == "gumbel":
+    return tuple(int(config.candidates[j]) for j in np.argmax(logits, -1))
+  r = np.asarray(reads, np.float64)
+  t_min = float(config.candidates[0])
+  w = np.exp(logits - logits.max())
+  w = w / w.sum()
+  return round_to_candidates(t_min + (budget_e - t_min * r.sum()) * w / r, r, budget_e, config.candidates)
+
+
+def round_to_candidates(pulses, reads: Sequence[float], budget_e: float,
+                        candidates: Sequence[int] = DEFAULT_CANDIDATES) -> tuple[int, ...]:
+  """Rounds a real allocation on the budget plane (sum_l R_l T_l = B_E) to candidates, keeping the equality as
+  closely as the candidates allow.
+
+  Each layer may take the two candidates that bracket its T_l or the next one out on either side. Of these
+  allocations, those within the budget that cannot raise any layer by one candidate step without exceeding it
+  (budget-maximal) are kept, and the one nearest to `pulses` in log2 is returned (the costlier on ties); when none
+  of them is budget-maximal, the nearest within the budget. No sensitivity enters: this is the discretisation of
+  a search's point, not a repair.
+  """
+  cand = np.asarray(candidates, np.float64)
+  t = np.clip(np.asarray(pulses, np.float64), cand[0], cand[-1])
+  r = np.asarray(reads, np.float64)
+  if len(t) > 10:
+    raise ValueError(f"round_to_candidates enumerates up to 4^L roundings; L = {len(t)} > 10 layers")
+  k = len(cand)
+  options = []
+  for x in t:
+    lo = int(np.nonzero(cand <= x + 1e-9)[0].max())
+    hi = int(np.nonzero(cand >= x - 1e-9)[0].min())
+    options.append(sorted({max(lo - 1, 0), lo, hi, min(hi + 1, k - 1)}))
+  tol = budget_e * (1 + 1e-9)
+  best = {True: (None, None), False: (None, None)}   # budget-maximal or not -> (key, allocation)
+  for idx in itertools.product(*options):
+    a = cand[list(idx)]
+    e = float(np.dot(a, r))
+    if e > tol:
+      continue
+    maximal = not any(i + 1 < k and e + r[l] * (cand[i + 1] - cand[i]) <= tol for l, i in enumerate(idx))
+    key = (float(np.sum((np.log2(a) - np.log2(t)) ** 2)), -e)
+    if best[maximal][0] is None or key < best[maximal][0]:
+      best[maximal] = (key, tuple(int(v) for v in a))
+  found = best[True][1] or best[False][1]
+  return found if found is not None else tuple(int(cand[0]) for _ in t)
+
+
+def stein_sensitivity(loss_fn: Callable, stds, batch, keys, *args) -> np.ndarray:
+  """E[dL/dstd_l] / std_l per layer, averaged over the read-noise keys: by Stein's lemma the expected trace of
+  the Hessian of the loss with respect to layer l's noisy output, the quantity GBO's search accumulates (times
+  n_r,l it is its sensitivity S_l).
+
+  Args:
+    loss_fn: ``loss_fn(stds, batch, key, *args) -> scalar`` (e.g. from `noise_objectives`).
+    stds: per-layer noise std, shape (L,), all > 0.
+    batch: one batch.
+    keys: read-noise keys, shape (draws,).
+    *args: extra arguments of `loss_fn` (the model's variables).
+
+  Returns:
+    Shape (L,) float64.
+
+  References:
+    Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
+    DATE 2022, arXiv:2201.01479.
+  """
+  stds = jnp.asarray(stds, jnp.float32)
+  g = jax.vmap(lambda k: jax.grad(loss_fn)(stds, batch, k, *args))(keys)
+  return np.asarray(jnp.mean(g, 0) / stds, np.float64)
 
 
 def noise_objectives(apply_fn: Callable, variables, layers: Sequence[PathKey], **apply_kwargs):
