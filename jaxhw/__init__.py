@@ -11,6 +11,7 @@ Subpackages (``jaxhw.faults``, ``jaxhw.hessian``, ...; each is imported on first
   crossbar   binary memristive crossbar with read noise, pulse encodings, GBO
   snn        spiking neurons, codings, ANN-to-SNN conversion, T2FSNN, energy counts
   mann       memory-augmented networks on bAbI, Q-MANN quantization, inference thresholding
+  parallel   meshes, data-parallel steps, multi-process launch, the cluster cost model
   storage    SSD simulator for in-storage SGD (ISP-ML)
 Top level: the trainer (`train`, `TrainConfig`), checkpoints, metrics and reports.
 """
@@ -25,7 +26,7 @@ from jaxhw.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, Tr
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("effects", "layers", "pytree", "data", "models", "faults", "hessian", "crossbar", "snn", "mann",
-                "storage")
+                "parallel", "storage")
 
 
 def __getattr__(name: str):

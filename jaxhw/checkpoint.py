@@ -78,8 +78,15 @@ class Checkpointer:
       raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}.")
     self.directory = Path(directory).resolve()
     self.fingerprint = fingerprint or {}
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=False)
+    # In a multi-process run each process keeps its own copy of the (replicated, host-gathered) state in its own
+    # directory: orbax then neither waits on nor writes for the other processes.
+    extra = {"create": True}
+    if jax.process_count() > 1:
+      me = jax.process_index()
+      self.directory.mkdir(parents=True, exist_ok=True)
+      extra = {"create": False, "multiprocessing_options": ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me})}
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False, **extra)
     with _quiet_orbax():
       self._manager = ocp.CheckpointManager(self.directory, options=options)
 

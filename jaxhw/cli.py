@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -21,6 +22,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 143
 _EPILOG = """examples:
   jaxhw list
   jaxhw run mnist_baseline --preset quick --set train.lr=0.002 --workdir runs/mnist
+  jaxhw run mnist_baseline --set parallel.data=2               # data-parallel over 2 (simulated) devices
+  jaxhw run mnist_baseline --processes 2                       # 2 jax.distributed processes on localhost
+  jaxhw run mnist_baseline --coordinator HOST:PORT --num-processes 2 --process-id 0   # one per host
   jaxhw reproduce --preset quick --workdir runs/quick          # every study, then one report
   jaxhw sweep mnist_baseline --grid train.lr=0.001,0.003 --grid train.seed=0,1
   jaxhw report runs/quick                                      # rebuild report.md and index.html
@@ -68,6 +72,16 @@ def _build_parser() -> argparse.ArgumentParser:
   p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                  help="continue from the checkpoints in WORKDIR (default); --no-resume refuses a WORKDIR that "
                       "already holds a run instead of touching it")
+  g = p.add_argument_group("data parallel and multi-process (any study; see also --set parallel.data=N)")
+  g.add_argument("--processes", type=int, default=1, metavar="N",
+                 help="start N jax.distributed processes on localhost (CPU, gloo), one simulated device each unless "
+                      "--set parallel.data=M (M/N each); process 0 writes WORKDIR")
+  g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="join a multi-process run by hand: the coordinator's address (process 0's host)")
+  g.add_argument("--num-processes", type=int, default=None, help="with --coordinator: processes in all")
+  g.add_argument("--process-id", type=int, default=None, help="with --coordinator: this process's rank")
+  g.add_argument("--distributed", action="store_true",
+                 help="jax.distributed.initialize() with auto-detection (TPU slice, Slurm, Open MPI)")
   common(p)
   p.set_defaults(func=_cmd_run)
 
@@ -111,19 +125,77 @@ def _print_summary(name: str, summary: dict, workdir: Path) -> None:
   print(f"[{name}] done in {workdir}: " + json.dumps(scalars, default=str)[:400])
 
 
+def _launch_processes(args, parallel, workdir: Path) -> int:
+  """`--processes N`: reruns this command as N cooperating processes on localhost (see `jaxhw.parallel.launch`)."""
+  from jaxhw.config import ConfigError
+  from jaxhw.parallel import check_process_count, launch_local
+
+  n = args.processes
+  check_process_count(n)
+  data = parallel.data if parallel.data > 1 else n
+  if data % n:
+    raise ConfigError(f"parallel.data={data} must be a multiple of --processes={n} (each process hosts an equal "
+                      "number of devices).")
+  argv = [sys.executable, "-m", "jaxhw", "run", args.study, "--preset", args.preset, "--workdir", str(workdir)]
+  for item in args.sets:
+    argv += ["--set", item]
+  argv += ["--set", "parallel.data=0"] + (["--quiet"] if args.quiet else [])
+  print(f"[{args.study}] {n} processes on localhost, {data // n} CPU device(s) each", flush=True)
+  launch_local(argv, n, local_devices=data // n)
+  return EXIT_OK
+
+
+def _init_distributed(args) -> bool:
+  """Joins a multi-process run when asked to (flags or the launcher's environment); True if it did."""
+  from jaxhw.config import ConfigError
+  from jaxhw.parallel import initialize, initialize_from_env
+
+  if args.coordinator:
+    if args.num_processes is None or args.process_id is None:
+      raise ConfigError("--coordinator needs --num-processes and --process-id.")
+    if not 0 <= args.process_id < args.num_processes:
+      raise ConfigError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}.")
+    initialize(args.coordinator, args.num_processes, args.process_id)
+    return True
+  if args.distributed:
+    initialize()
+    return True
+  return initialize_from_env()
+
+
 def _cmd_run(args) -> int:
   from jaxhw.config import ConfigError
   from jaxhw.report import write_index
-  from jaxhw.studies import make_config, run_study
+  from jaxhw.studies import make_config, run_study, split_parallel
 
-  config = make_config(args.study, args.preset, _parse_sets(args.sets))
+  parallel, sets = split_parallel(_parse_sets(args.sets))
   workdir = Path(args.workdir or f"runs/{args.study}-{args.preset}")
+  if args.processes < 1:
+    raise ConfigError(f"--processes must be >= 1, got {args.processes}.")
   if not args.resume and workdir.exists() and any(workdir.iterdir()):
     raise ConfigError(f"--no-resume: {workdir} already holds a run; it was left untouched. Choose another "
                       "--workdir, or drop --no-resume to continue it.")
-  summary = run_study(args.study, config, workdir, quiet=args.quiet)
-  write_index(workdir, title=f"jaxhw: {args.study} ({args.preset})")
-  _print_summary(args.study, summary, workdir)
+  if args.processes > 1:
+    make_config(args.study, args.preset, sets)  # validate before starting anything
+    return _launch_processes(args, parallel, workdir)
+  import jax
+
+  from jaxhw.parallel import request_cpu_devices
+
+  # Before anything (a study's import included) starts JAX's backend: join the processes, or simulate the devices
+  # parallel.data asks for on CPU.
+  if _init_distributed(args):
+    rank = jax.process_index()
+  else:
+    rank = 0
+    request_cpu_devices(parallel.data)
+  config = make_config(args.study, args.preset, sets)
+  # Process 0 writes WORKDIR; the others keep their own copy (and checkpoints) out of the report's way.
+  own = workdir if rank == 0 else workdir / "checkpoints" / f"process_{rank}"
+  summary = run_study(args.study, config, own, quiet=args.quiet or rank > 0, parallel=parallel)
+  if rank == 0:
+    write_index(workdir, title=f"jaxhw: {args.study} ({args.preset})")
+    _print_summary(args.study, summary, workdir)
   return EXIT_OK
 
 
@@ -165,10 +237,15 @@ def _cmd_reproduce(args) -> int:
 
 def _cmd_sweep(args) -> int:
   from jaxhw.config import apply_overrides
+  from jaxhw.parallel import request_cpu_devices
   from jaxhw.report import write_index
-  from jaxhw.studies import is_finished, make_config, parse_grid, point_name, run_study
+  from jaxhw.studies import is_finished, make_config, parse_grid, point_name, run_study, split_parallel
 
-  base = make_config(args.study, args.preset, _parse_sets(args.sets))
+  parallel, sets = split_parallel(_parse_sets(args.sets))
+  grid_devices = [int(v) for spec in args.grid if spec.startswith("parallel.data=")
+                  for v in spec.split("=", 1)[1].split(",") if v.strip().isdigit()]
+  request_cpu_devices(max([parallel.data, *grid_devices]))  # before a study's import can start the backend
+  base = make_config(args.study, args.preset, sets)
   points = parse_grid(args.grid, base)
   root = Path(args.workdir or f"runs/sweep-{args.study}")
   rows = []
@@ -178,7 +255,9 @@ def _cmd_sweep(args) -> int:
       print(f"[{i}/{len(points)}] {point_name(point)}: finished, skipped")
     else:
       print(f"[{i}/{len(points)}] {point_name(point)} ...", flush=True)
-      run_study(args.study, apply_overrides(base, point), workdir, quiet=args.quiet)
+      point_parallel, study_point = split_parallel({**{f"parallel.{k}": str(v) for k, v in
+                                                       vars(parallel).items()}, **point})
+      run_study(args.study, apply_overrides(base, study_point), workdir, quiet=args.quiet, parallel=point_parallel)
     summary = json.loads((workdir / "summary.json").read_text())
     rows.append({**point, **{k: v for k, v in summary.items() if isinstance(v, int | float)}})
   from jaxhw.metrics import write_json
@@ -205,12 +284,35 @@ def main(argv: list[str] | None = None) -> int:
   if not getattr(args, "command", None):
     parser.print_help()
     return EXIT_USAGE
+  try:
+    rc = args.func(args)
+  except BaseException as e:  # noqa: BLE001 - reported below
+    rc = _report_error(e)
+  if rc != EXIT_OK and _in_distributed_run():
+    # jax.distributed's exit barrier would wait for the other processes forever: leave at once, so the launcher
+    # (or the cluster scheduler) sees the failure and stops the rest.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+  return rc
+
+
+def _in_distributed_run() -> bool:
+  try:
+    from jax._src import distributed
+
+    return distributed.global_state.client is not None
+  except Exception:  # noqa: BLE001 - a private API; without it, exit normally
+    return False
+
+
+def _report_error(e: BaseException) -> int:
   from jaxhw.config import ConfigError
   from jaxhw.studies import UnknownStudyError
   from jaxhw.train import TrainingInterrupted
 
   try:
-    return args.func(args)
+    raise e
   except (ConfigError, UnknownStudyError) as e:
     print(f"jaxhw: error: {e}", file=sys.stderr)
     return EXIT_USAGE

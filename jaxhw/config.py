@@ -94,12 +94,13 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
-def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
+def apply_overrides(config: Any, overrides: dict[str, str], *, extra_keys: tuple[str, ...] = ()) -> Any:
   """Returns `config` with dotted-key overrides applied (``{"train.lr": "0.01"}``), via `dataclasses.replace`.
 
   Args:
     config: a frozen (nested) dataclass.
     overrides: dotted key to value text.
+    extra_keys: keys handled elsewhere (e.g. ``parallel.data``), listed among the valid keys in errors.
 
   Returns:
     The new config (validated by the dataclasses' own ``__post_init__`` checks).
@@ -111,7 +112,7 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
   valid = leaf_keys(config)
   for key, text in overrides.items():
     if key not in valid:
-      raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join(valid)}")
+      raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join([*valid, *extra_keys])}")
     config = _replace_path(config, key.split("."), text, key)
   return config
 

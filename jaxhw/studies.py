@@ -43,10 +43,39 @@ def study_summary(module: ModuleType) -> str:
   return (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
 
 
+#: Overrides with this prefix configure data parallelism for any study (`jaxhw.parallel.ParallelConfig`).
+PARALLEL_PREFIX = "parallel."
+
+
+def parallel_keys() -> tuple[str, ...]:
+  """The ``parallel.*`` override keys every study accepts."""
+  from jaxhw.parallel import ParallelConfig
+
+  return tuple(PARALLEL_PREFIX + k for k in leaf_keys(ParallelConfig()))
+
+
+def split_parallel(overrides: dict[str, str]) -> tuple[Any, dict[str, str]]:
+  """Separates the ``parallel.*`` overrides: returns ``(ParallelConfig, the study's own overrides)``.
+
+  One mechanism for every study: the trainer reads the `ParallelConfig` (`jaxhw.parallel.use_parallel` around the
+  study's run), so a study needs no parallel field of its own.
+  """
+  from jaxhw.parallel import ParallelConfig
+
+  par = {k[len(PARALLEL_PREFIX):]: v for k, v in overrides.items() if k.startswith(PARALLEL_PREFIX)}
+  rest = {k: v for k, v in overrides.items() if not k.startswith(PARALLEL_PREFIX)}
+  valid = leaf_keys(ParallelConfig())
+  unknown = [PARALLEL_PREFIX + k for k in par if k not in valid]
+  if unknown:
+    raise ConfigError(f"unknown config key {unknown[0]!r}. Valid parallel keys: {', '.join(parallel_keys())}")
+  return apply_overrides(ParallelConfig(), par), rest
+
+
 def make_config(name: str, preset: str = "quick", overrides: dict[str, str] | None = None) -> Any:
-  """The config of study `name` at `preset` with `overrides` applied."""
+  """The config of study `name` at `preset` with `overrides` applied (``parallel.*`` keys excluded: see
+  `split_parallel`)."""
   check_preset(preset)
-  return apply_overrides(load_study(name).get_config(preset), overrides or {})
+  return apply_overrides(load_study(name).get_config(preset), overrides or {}, extra_keys=parallel_keys())
 
 
 def is_finished(workdir: Path) -> bool:
@@ -54,17 +83,28 @@ def is_finished(workdir: Path) -> bool:
   return (Path(workdir) / "summary.json").is_file()
 
 
-def run_study(name: str, config: Any, workdir: str | Path, *, quiet: bool = True) -> dict[str, Any]:
+def run_study(name: str, config: Any, workdir: str | Path, *, quiet: bool = True, parallel: Any = None
+              ) -> dict[str, Any]:
   """Runs study `name` with `config` in `workdir`, writing ``config.json`` first.
 
   Rerunning into the same workdir resumes the study's checkpointed training (a different config is refused by
-  the checkpoints' fingerprints).
+  the checkpoints' fingerprints). `parallel` (a `jaxhw.parallel.ParallelConfig`) applies to every training call
+  of the study and is recorded in ``config.json`` when not the default.
   """
+  import dataclasses
+
+  from jaxhw.parallel import ParallelConfig, use_parallel
+
+  parallel = parallel if parallel is not None else ParallelConfig()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  write_json(workdir / "config.json", {"study": name, **config_to_dict(config)})
+  record = {"study": name, **config_to_dict(config)}
+  if parallel != ParallelConfig():
+    record["parallel"] = dataclasses.asdict(parallel)
+  write_json(workdir / "config.json", record)
   t0 = time.perf_counter()
-  summary = load_study(name).run(config, workdir, quiet=quiet)
+  with use_parallel(parallel):
+    summary = load_study(name).run(config, workdir, quiet=quiet)
   summary.setdefault("wall_s", time.perf_counter() - t0)
   return summary
 
@@ -72,7 +112,7 @@ def run_study(name: str, config: Any, workdir: str | Path, *, quiet: bool = True
 def parse_grid(specs: list[str], config: Any) -> list[dict[str, str]]:
   """Expands ``["train.lr=0.1,0.01", "train.seed=0,1"]`` into the list of override dicts (cartesian product)."""
   axes = []
-  valid = leaf_keys(config)
+  valid = leaf_keys(config) + list(parallel_keys())
   for spec in specs:
     if "=" not in spec:
       raise ConfigError(f"grid axis {spec!r} must look like key=v1,v2.")

@@ -23,17 +23,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxhw.checkpoint import Checkpointer
 from jaxhw.data.iterator import BatchIterator, Stream
 from jaxhw.metrics import append_jsonl, read_jsonl, to_jsonable, write_jsonl
+from jaxhw.parallel.mesh import (
+  DATA_AXIS,
+  ParallelConfig,
+  check_divisible,
+  current_parallel,
+  data_mesh,
+  replicate,
+  resolve_devices,
+  shard_batch,
+  to_host_local,
+)
 
 PyTree = Any
 LossFn = Callable[..., tuple[jax.Array, Any]]
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "sam")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "sam", "lars", "lamb")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup_constant")
+LR_SCALINGS = ("none", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +55,17 @@ class TrainConfig:
   """Optimisation settings shared by every study.
 
   Attributes:
-    optimizer: one of `OPTIMIZERS`; ``sam`` is SAM (optax.contrib.sam, opaque mode) around Adam.
-    lr: peak learning rate.
+    optimizer: one of `OPTIMIZERS`; ``sam`` is SAM (optax.contrib.sam, opaque mode) around Adam; ``lars``
+      (You et al., arXiv:1708.03888) and ``lamb`` (You et al., arXiv:1904.00962) are the layer-wise large-batch
+      rules, with weight decay and trust ratio on kernels only (biases and norm scales excluded).
+    lr: peak learning rate (at ``base_batch_size`` when ``lr_scaling`` is ``linear``).
     schedule: one of `SCHEDULES`.
-    warmup_steps: linear warm-up steps for ``warmup_cosine``.
-    weight_decay: decoupled for ``adamw``, an L2 term added to the gradient otherwise (0 disables).
+    warmup_steps: linear warm-up steps for ``warmup_cosine`` and ``warmup_constant``.
+    lr_scaling: ``linear`` multiplies ``lr`` by ``batch_size / base_batch_size`` (Goyal et al., arXiv:1706.02677);
+      ``none`` keeps it.
+    base_batch_size: the batch size ``lr`` was tuned for (linear scaling only).
+    weight_decay: decoupled for ``adamw``, ``lars`` and ``lamb``, an L2 term added to the gradient otherwise
+      (0 disables).
     momentum: momentum for ``momentum``; decay for ``rmsprop``.
     sam_rho: SAM's neighbourhood radius.
     batch_size: examples per step.
@@ -62,6 +82,8 @@ class TrainConfig:
   lr: float = 1e-3
   schedule: str = "constant"
   warmup_steps: int = 0
+  lr_scaling: str = "none"
+  base_batch_size: int = 256
   weight_decay: float = 0.0
   momentum: float = 0.9
   sam_rho: float = 0.05
@@ -79,7 +101,9 @@ class TrainConfig:
       raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
-    for name in ("batch_size", "keep_checkpoints", "log_every"):
+    if self.lr_scaling not in LR_SCALINGS:
+      raise ValueError(f"train.lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}.")
+    for name in ("batch_size", "keep_checkpoints", "log_every", "base_batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}.")
     if self.lr <= 0:
@@ -137,22 +161,45 @@ def total_steps(config: TrainConfig, num_examples: int) -> int:
   return max(1, num_examples // config.batch_size) * config.epochs
 
 
+def peak_lr(config: TrainConfig) -> float:
+  """``lr``, scaled by ``batch_size / base_batch_size`` under linear scaling (Goyal et al., arXiv:1706.02677)."""
+  if config.lr_scaling == "linear":
+    return config.lr * config.batch_size / config.base_batch_size
+  return config.lr
+
+
 def make_schedule(config: TrainConfig, steps: int) -> optax.Schedule:
-  """The learning-rate schedule named by ``config.schedule``."""
+  """The learning-rate schedule named by ``config.schedule``, peaking at `peak_lr`."""
+  lr = peak_lr(config)
   if config.schedule == "constant":
-    return optax.constant_schedule(config.lr)
+    return optax.constant_schedule(lr)
   if config.schedule == "cosine":
-    return optax.cosine_decay_schedule(config.lr, decay_steps=max(1, steps))
-  return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup_steps=config.warmup_steps,
+    return optax.cosine_decay_schedule(lr, decay_steps=max(1, steps))
+  if config.schedule == "warmup_constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(1, config.warmup_steps)),
+                                 optax.constant_schedule(lr)], [max(1, config.warmup_steps)])
+  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=config.warmup_steps,
                                             decay_steps=max(config.warmup_steps + 1, steps))
+
+
+def _kernel_mask(params: PyTree) -> PyTree:
+  """True for weight matrices and conv kernels; False for biases and norm scales (ndim <= 1)."""
+  return jax.tree.map(lambda x: jnp.ndim(x) > 1, params)
 
 
 def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformation:
   """Builds the optax optimizer described by `config` for a run of `steps` steps."""
   lr = make_schedule(config, steps)
-  l2 = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay and config.optimizer != "adamw" else []
+  decoupled = ("adamw", "lars", "lamb")
+  l2 = ([optax.add_decayed_weights(config.weight_decay)] if config.weight_decay and config.optimizer not in decoupled
+        else [])
   if config.optimizer == "adamw":
     return optax.adamw(lr, weight_decay=config.weight_decay)
+  if config.optimizer == "lars":
+    return optax.lars(lr, weight_decay=config.weight_decay, weight_decay_mask=_kernel_mask,
+                      trust_coefficient=1e-3, trust_ratio_mask=_kernel_mask, momentum=config.momentum)
+  if config.optimizer == "lamb":
+    return optax.lamb(lr, b1=0.9, b2=0.999, eps=1e-6, weight_decay=config.weight_decay, mask=_kernel_mask)
   base = {
       "adam": lambda: optax.adam(lr),
       "sam": lambda: optax.adam(lr),
@@ -168,17 +215,32 @@ def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformat
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: bool = False,
-                    stateful: bool = False):
+                    stateful: bool = False, axis_name: str | None = None):
   """The pure step ``(params, opt_state, model_state, batch, key, step) -> (params, opt_state, model_state, loss,
-  aux)``; without `stateful`, `loss_fn` takes no model state and ``model_state`` passes through unchanged."""
+  aux)``; without `stateful`, `loss_fn` takes no model state and ``model_state`` passes through unchanged.
+
+  With `axis_name` the step runs per device inside ``jax.shard_map`` on its shard of the batch: it differentiates
+  ``pmean`` of the local mean loss over `axis_name` (so the gradient is the global-batch gradient, replicated), and
+  averages ``aux`` and the new model state (per-device batch statistics become their mean).
+  """
   if stateful:
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    local_fn = loss_fn
   else:
-    def stateless(params, mstate, batch, key, step):
+    def local_fn(params, mstate, batch, key, step):
       loss, aux = loss_fn(params, batch, key, step)
       return loss, (aux, mstate)
 
-    grad_fn = jax.value_and_grad(stateless, has_aux=True)
+  if axis_name is None:
+    grad_fn = jax.value_and_grad(local_fn, has_aux=True)
+  else:
+    def global_fn(params, mstate, batch, key, step):
+      # Params enter shard_map invariant (P()); differentiating pmean(local loss) gives the mean gradient. A pmean
+      # of the gradient of the local loss would be wrong: that gradient is already psummed (n times too large).
+      loss, (aux, new_mstate) = local_fn(params, mstate, batch, key, step)
+      mean = functools.partial(jax.lax.pmean, axis_name=axis_name)
+      return mean(loss), (jax.tree.map(mean, aux), jax.tree.map(mean, new_mstate))
+
+    grad_fn = jax.value_and_grad(global_fn, has_aux=True)
 
   def step_fn(params, opt_state, mstate, batch, key, step):
     (loss, (aux, new_mstate)), grads = grad_fn(params, mstate, batch, key, step)
@@ -196,6 +258,36 @@ def _jitted_step(loss_fn: LossFn, tx: optax.GradientTransformation, sam: bool, s
   """The jitted step, cached per (loss_fn, tx): calls of `train` that pass the same loss and optimizer objects (a
   sweep over data or initial params) compile it once."""
   return jax.jit(make_train_step(loss_fn, tx, sam=sam, stateful=stateful), donate_argnums=(0, 1, 2))
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_dp_step(loss_fn: LossFn, tx: optax.GradientTransformation, sam: bool, stateful: bool, mesh, variant: str,
+                    donate: bool):
+  replicated = NamedSharding(mesh, P())
+  if variant == "shard_map":
+    inner = make_train_step(loss_fn, tx, sam=sam, stateful=stateful, axis_name=DATA_AXIS)
+    body = jax.shard_map(inner, mesh=mesh, in_specs=(P(), P(), P(), P(DATA_AXIS), P(), P()), out_specs=P())
+  else:
+    body = make_train_step(loss_fn, tx, sam=sam, stateful=stateful)
+
+  def step(params, opt_state, mstate, batch, key_data, step):
+    return body(params, opt_state, mstate, batch, jax.random.wrap_key_data(key_data), step)
+
+  return jax.jit(step, out_shardings=replicated, donate_argnums=(0, 1, 2) if donate else ())
+
+
+def compiled_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: bool = False, stateful: bool = False,
+                  mesh=None, variant: str = "gspmd", donate: bool = True):
+  """The jitted train step the trainer uses (cached per arguments).
+
+  Without `mesh`: ``(params, opt_state, model_state, batch, key, step)`` on one device. With a ``("data",)``
+  `mesh`: the batch sharded ``P("data")``, everything else replicated, the key passed as ``key_data``; `variant`
+  ``gspmd`` lets XLA insert the all-reduce, ``shard_map`` runs the explicit per-device step.
+  """
+  if mesh is None:
+    return _jitted_step(loss_fn, tx, sam, stateful) if donate else jax.jit(
+        make_train_step(loss_fn, tx, sam=sam, stateful=stateful))
+  return _jitted_dp_step(loss_fn, tx, sam, stateful, mesh, variant, donate)
 
 
 def as_stream(data: tuple[np.ndarray, ...] | Stream, config: TrainConfig) -> Stream:
@@ -242,7 +334,7 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
           workdir: str | Path | None = None, *, model_state: PyTree | None = None,
           eval_fn: Callable[..., dict[str, float]] | None = None,
           tx: optax.GradientTransformation | None = None, fingerprint: dict[str, Any] | None = None,
-          quiet: bool = True, desc: str = "train") -> TrainResult:
+          quiet: bool = True, desc: str = "train", parallel: ParallelConfig | None = None) -> TrainResult:
   """Trains `params` on `data` with `loss_fn`.
 
   Args:
@@ -267,6 +359,11 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
       refused. Defaults to `config` itself.
     quiet: hide the progress bar (it is also hidden when stderr is not a terminal).
     desc: progress-bar label.
+    parallel: data parallelism (default: the `jaxhw.parallel.use_parallel` setting in effect, else one device).
+      With ``data=N`` > 1, or in a multi-process run, each global batch is split over a ``("data",)`` mesh and
+      the state replicated; the losses and params equal the single-device run's on the same batches (up to float
+      reassociation). The device count is not part of the checkpoint fingerprint: a run may resume on another.
+      The returned params and those passed to `eval_fn` are ordinary single-device arrays.
 
   Returns:
     A `TrainResult`.
@@ -282,7 +379,13 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
   sam = tx is None and config.optimizer == "sam"
   tx = tx if tx is not None else make_optimizer(config, n_steps)
   stateful = model_state is not None
-  step_fn = _jitted_step(loss_fn, tx, sam, stateful)
+  par = parallel if parallel is not None else current_parallel()
+  n_dev = resolve_devices(par)
+  mesh = data_mesh(n_dev) if (n_dev > 1 or jax.process_count() > 1) else None
+  if mesh is not None and isinstance(data, (tuple, list)):
+    check_divisible(config.batch_size, n_dev)
+  step_fn = compiled_step(loss_fn, tx, sam=sam, stateful=stateful, mesh=mesh, variant=par.variant)
+  writer = jax.process_index() == 0  # in a multi-process run, process 0 writes the metrics
   base_key = jax.random.key(config.seed)
 
   state = {"params": params, "opt_state": tx.init(params), "key": jax.random.key_data(base_key)}
@@ -299,17 +402,20 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
       state, extra, start = checkpointer.restore(state)
       iterator.set_state(extra["iterator"])
       # Lines logged after the checkpoint were produced by the interrupted run; they are redone below.
-      write_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= start])
-    elif metrics_path.exists():
+      if writer:
+        write_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= start])
+    elif metrics_path.exists() and writer:
       metrics_path.unlink()
   history = read_jsonl(metrics_path) if metrics_path is not None else []
   base_key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
   # Copies: the step donates its buffers, and the caller's arrays must stay valid.
-  params, opt_state = jax.tree.map(jnp.array, state["params"]), jax.tree.map(jnp.array, state["opt_state"])
-  mstate = jax.tree.map(jnp.array, state["model_state"]) if stateful else {}
+  copy = jnp.array if mesh is None else (lambda x: replicate(np.asarray(x), mesh))
+  params, opt_state = jax.tree.map(copy, state["params"]), jax.tree.map(copy, state["opt_state"])
+  mstate = jax.tree.map(copy, state["model_state"]) if stateful else {}
+  local = (lambda t: t) if mesh is None else to_host_local
 
   def evaluate() -> dict[str, float]:
-    return eval_fn(params, mstate) if stateful else eval_fn(params)
+    return eval_fn(local(params), local(mstate)) if stateful else eval_fn(local(params))
 
   last_saved: Path | None = checkpointer.step_path(start) if checkpointer and start else None
 
@@ -327,7 +433,7 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
   def log(record: dict[str, Any]) -> None:
     record = to_jsonable(record)
     history.append(record)
-    if metrics_path is not None:
+    if metrics_path is not None and writer:
       append_jsonl(metrics_path, record)
 
   step_times: list[float] = []
@@ -335,11 +441,14 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
   with _SigtermFlag() as sigterm, tqdm(total=n_steps, initial=start, desc=desc, disable=not show,
                                        leave=False) as bar:
     for step in range(start, n_steps):
-      batch = jax.tree.map(jnp.asarray, next(iterator))
-      t0 = time.perf_counter()
       key = jax.random.fold_in(base_key, step)
-      params, opt_state, mstate, loss, aux = step_fn(params, opt_state, mstate, batch, key,
-                                                     jnp.asarray(step, jnp.int32))
+      if mesh is None:
+        batch, step_arg = jax.tree.map(jnp.asarray, next(iterator)), jnp.asarray(step, jnp.int32)
+      else:
+        batch, step_arg = shard_batch(next(iterator), mesh), replicate(np.int32(step), mesh)
+        key = replicate(np.asarray(jax.random.key_data(key)), mesh)
+      t0 = time.perf_counter()
+      params, opt_state, mstate, loss, aux = step_fn(params, opt_state, mstate, batch, key, step_arg)
       loss_value = float(loss)
       step_times.append(time.perf_counter() - t0)
       done = step + 1
@@ -362,12 +471,12 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
     if final_eval:
       if history and history[-1]["step"] == n_steps:
         history[-1].update({f"eval_{k}": v for k, v in to_jsonable(final_eval).items()})
-        if metrics_path is not None:
+        if metrics_path is not None and writer:
           write_jsonl(metrics_path, read_jsonl(metrics_path)[:-1] + [history[-1]])
     save(n_steps)
   if checkpointer is not None:
     checkpointer.close()
   compiled_times = step_times[1:] or step_times
-  return TrainResult(params, n_steps, history, final_eval, time.perf_counter() - t_start,
+  return TrainResult(local(params), n_steps, history, final_eval, time.perf_counter() - t_start,
                      float(np.median(compiled_times)) if compiled_times else 0.0,
-                     mstate if stateful else None)
+                     local(mstate) if stateful else None)

@@ -1,0 +1,25 @@
+"""The cluster study's smoke preset end to end: files, table keys and the figures' sanity."""
+
+import json
+
+from experiments.cluster import get_config, run
+
+
+def test_smoke_preset_end_to_end(tmp_path):
+  summary = run(get_config("smoke"), tmp_path)
+  for name in ("summary.json", "report.md", "measured.png", "scaling.png", "wifi_sensitivity.png", "large_batch.png"):
+    assert (tmp_path / name).is_file(), name
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  for key in ("measured", "model_error_pct", "wifi_ceiling_devices", "ethernet_speedup_138", "wifi_sensitivity",
+              "large_batch"):
+    assert key in saved, key
+  rows = summary["measured"]
+  assert [(r["devices"], r["processes"]) for r in rows] == [(1, 1), (2, 1), (2, 2)]
+  assert all(r["step_ms"] > 0 and r["predicted_step_ms"] > 0 for r in rows)
+  assert summary["two_process_loss_max_rel_diff"] <= 1e-5
+  assert 20 <= summary["wifi_ceiling_devices"] <= 40
+  assert 0.85 <= summary["resnet50_138_over_p100"] <= 0.95
+  assert 100 < summary["ethernet_speedup_138"] < 138
+  assert {r["method"] for r in summary["large_batch"]} == {"unscaled", "linear", "linear+warmup", "lars", "lamb"}
+  assert all(0 <= r["test_accuracy"] <= 1 for r in summary["large_batch"])
+  assert "reconstructed" in (tmp_path / "report.md").read_text()
