@@ -1,0 +1,40 @@
+import dataclasses
+import json
+import math
+
+import pytest
+
+from experiments import qmann
+
+
+def test_smoke_end_to_end(tmp_path):
+  summary = qmann.run(qmann.get_config("smoke"), tmp_path)
+  for name in ("summary.json", "report.md", "report.json", "per_task_error.png", "error_vs_bits.png"):
+    assert (tmp_path / name).is_file(), name
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert [r["variant"] for r in saved["rows"]] == list(qmann.VARIANTS)
+  for row in saved["rows"]:
+    assert len(row["per_task_error"]) == 20 and 0 <= row["mean_error"] <= 100
+    assert row["per_task_error"][0] is not None and row["per_task_error"][1] is None  # tasks 1 and 6 only
+  for key in ("qmann_improvement_8bit", "qmann_improvement_binary"):
+    assert math.isfinite(saved[key])
+  thr = saved["thresholding"]
+  assert 0 <= thr["skipped_fraction"] <= 1 and 0 <= thr["argmax_agreement"] <= 1 and math.isfinite(thr["error_delta"])
+  assert set(saved["energy"]) >= {"float", "naive-8", "qmann-8", "naive-bin", "qmann-bin"}
+  assert saved["energy"]["float"] > saved["energy"]["qmann-8"] > 0
+  assert saved["integer_kernel_agreement"] == {"qmann-8": 1.0, "qmann-bin": 1.0}
+  assert summary["rows"] == saved["rows"]
+  assert (tmp_path / "joint_float_seed0" / "metrics.jsonl").is_file()  # the float run logs and checkpoints
+  report = (tmp_path / "report.md").read_text()
+  assert "bAbI 1k" in report and "a model" in report
+
+
+def test_presets_are_frozen_and_distinct():
+  quick, smoke, full = (qmann.get_config(p) for p in ("quick", "smoke", "full"))
+  assert quick.data.joint and len(quick.data.tasks) == 20 and quick.eval.seeds == 1
+  assert full.data.per_task and full.eval.seeds == 10 and full.hardware.qat_init == "scratch"
+  assert smoke != quick
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    quick.seed = 1
+  with pytest.raises(ValueError, match="preset"):
+    qmann.get_config("huge")
