@@ -1,9 +1,10 @@
-"""Smoke test of the HAT study: `run(get_config("smoke"), tmp_path)` end to end, plus its seed aggregation."""
+"""Tests of the HAT study (MLP): smoke run, seed aggregation, presets, the exhaustive sweep and 10k re-scoring."""
 
 import json
 
 import numpy as np
 import pytest
+import scipy.stats
 
 import experiments.hat as study
 
@@ -51,7 +52,7 @@ def test_aggregate_paired_over_seeds():
   assert by["plain"]["catastrophic_bits"] == pytest.approx(310 / 3)
   assert by["plain"]["catastrophic_bits_std"] == pytest.approx(np.std([100, 120, 90], ddof=1))
   lo, hi = by["plain"]["catastrophic_bits_ci"]
-  half = 4.303 * np.std([100, 120, 90], ddof=1) / np.sqrt(3)  # t(0.975, 2 dof)
+  half = scipy.stats.t.ppf(0.975, 2) * np.std([100, 120, 90], ddof=1) / np.sqrt(3)
   assert lo == pytest.approx(310 / 3 - half) and hi == pytest.approx(310 / 3 + half)
   assert out["catastrophic_reduction"] == pytest.approx(1 - 225 / 310)
   np.testing.assert_allclose(out["reduction_per_seed"], [0.3, 1 / 3, 1 / 6])
@@ -76,3 +77,65 @@ def test_config_presets():
   assert study.get_config("full").eval.sweep_params == 0
   with pytest.raises(ValueError, match="preset"):
     study.get_config("huge")
+
+
+@pytest.fixture(scope="module")
+def mlp_model():
+  """The study's MLP 784-32-10 after 150 full-batch gradient steps on 2,000 vendored images, and 300 test images."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxhw.data import MnistConfig, load_mnist_splits
+  from jaxhw.models import mlp_apply, mlp_init
+  s = load_mnist_splits(MnistConfig(val_size=500, test_size=1000), seed=0)
+  x, y = jnp.asarray(s.x_train[:2000]), jnp.asarray(s.y_train[:2000])
+  p = jax.jit(mlp_init, static_argnums=1)(jax.random.key(0), (784, 32, 10))
+
+  def loss(q):
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(mlp_apply(q, x)), y[:, None], 1))
+
+  fit = jax.jit(lambda q: jax.lax.fori_loop(0, 150, lambda i, q: jax.tree.map(lambda a, g: a - 0.5 * g, q,
+                                                                              jax.grad(loss)(q)), q))
+  return fit(p), s.x_test, s.y_test
+
+
+def test_exhaustive_mlp_sweep_matches_naive_loop_and_rescoring(mlp_model):
+  """The study's exhaustive sweep (structure="mlp", no loss) against flip-evaluate-restore on a few hundred flips;
+  the 10k re-scoring's counts against the same naive loop on the candidates."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxhw import faults as F
+  from jaxhw.models import mlp_apply
+  p, xt, yt = mlp_model
+  xs, ys = jnp.asarray(xt[:300]), jnp.asarray(yt[:300])
+  res = F.single_bit_sweep(mlp_apply, p, xs, ys, structure="mlp", with_loss=False)
+  assert len(res.rad) == 25450 * 32
+  rng = np.random.default_rng(0)
+  pick = np.concatenate([rng.choice(len(res.rad), 250, replace=False),
+                         rng.choice(np.nonzero(res.flips.bit == 30)[0], 100, replace=False)])
+  paths = res.leaf_paths
+
+  def naive(x, y, idx):
+    ev = jax.jit(lambda q: jnp.sum((jnp.argmax(mlp_apply(q, x), -1) == y) & jnp.all(jnp.isfinite(mlp_apply(q, x)),
+                                                                                     -1)))
+    out = []
+    for k in idx:
+      q = F.flip_bit(p, paths[res.flips.leaf[k]], int(res.flips.index[k]), int(res.flips.bit[k]))
+      v = np.asarray(jax.tree.leaves(q)[res.flips.leaf[k]]).reshape(-1)[res.flips.index[k]]
+      out.append(0 if not np.isfinite(v) else int(ev(q)))
+    return np.asarray(out)
+
+  c = naive(xs, ys, pick)
+  same = res.correct[pick] == c
+  assert same.mean() >= 0.99 and np.abs(res.correct[pick] - c).max() <= 1
+  x10, y10 = jnp.asarray(xt), jnp.asarray(yt)
+  out = study.rescore_10k(p, res, x10, y10, keep_flips=True)
+  cand = np.nonzero(res.rad >= study.CANDIDATE_RAD)[0]
+  assert out["candidates"] == len(cand) > 0
+  np.testing.assert_array_equal(out["flip_ids"], cand)
+  assert out["catastrophic_10k"] == int(np.sum(out["rad"] >= 0.9))
+  assert out["collapse_count"] == int(np.sum(out["accuracy"] <= study.COLLAPSE_ACCURACY))
+  sub = rng.choice(len(cand), min(40, len(cand)), replace=False)  # per flip, on all test images
+  c10 = naive(x10, y10, cand[sub])
+  np.testing.assert_allclose(out["accuracy"][sub], c10 / len(y10), atol=1.5 / len(y10))

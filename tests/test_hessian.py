@@ -241,3 +241,62 @@ def test_hat_lam_zero_matches_plain_and_hat_lowers_trace():
   both = jax.tree.map(lambda a, b: jnp.stack([a, b]), r_plain.params, r_hat.params)
   tp, th = np.asarray(ht(both))
   assert th < tp, (th, tp)
+
+
+def test_hat_penalty_gradient_matches_exact_hessian_derivative(f64):
+  """d/dθ of the HAT penalty (nested-jvp quadratic forms) vs d/dθ of vᵀ H(θ) v with H from `jax.hessian` of the
+  ravelled loss, for the same fixed probes; plain Hutchinson mean and probe top-p truncation."""
+  p, x, y, f, _ = f64
+  with jax.enable_x64(True):
+    flat, unravel = ravel_pytree(p)
+    key = jax.random.key(11)
+    m = 4
+
+    def probes():
+      return [ravel_pytree(H.rademacher_like(k, p))[0] for k in jax.random.split(key, m)]
+
+    def quad_exact(theta, v):
+      hm = jax.hessian(lambda t: _loss(unravel(t), x, y))(theta)
+      return v @ hm @ v
+
+    @jit
+    def run(theta):
+      vs = probes()
+      s = jnp.stack([quad_exact(theta, v) for v in vs])
+      g = jnp.stack([jax.grad(quad_exact)(theta, v) for v in vs])
+      pen = lambda t, trunc: H.hat_penalty(key, lambda q: _loss(q, x, y), unravel(t), probes=m,  # noqa: E731
+                                           top_p=0.5, trunc=trunc).value
+      return (s, g, jax.value_and_grad(pen)(theta, "none"), jax.value_and_grad(pen)(theta, "probe_top_p"))
+
+    s, g, (v_none, g_none), (v_top, g_top) = run(flat)
+    s, g = np.asarray(s), np.asarray(g)
+    np.testing.assert_allclose(float(v_none), s.mean(), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(g_none), g.mean(0), rtol=1e-8, atol=1e-12)
+    top = np.argsort(-s)[:2]                                  # ceil(0.5 * 4) = 2 largest probe values
+    np.testing.assert_allclose(float(v_top), s[top].mean(), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(g_top), g[top].mean(0), rtol=1e-8, atol=1e-12)
+
+
+def test_hat_lam_zero_with_probes_drawn_equals_plain():
+  """λ = 0 with the probes still drawn and the third-order graph still traced (the regularizer, not `hat_loss`'s
+  λ = 0 short cut) trains exactly like plain cross-entropy on the same data keys."""
+  from jaxhw.train import TrainConfig, train
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(128, 8)).astype(np.float32)
+  y = rng.integers(0, 3, 128).astype(np.int32)
+  p0, _, _ = _tiny(jnp.float32)
+  cfg = TrainConfig(optimizer="adam", lr=1e-2, batch_size=32, steps=12, seed=0)
+  ce = lambda q, b: _loss(q, b[0], b[1])  # noqa: E731
+  reg = H.hat_regularizer(lam=0.0, probes=2)
+  drawn = []
+
+  def hat0(q, b, r, step):
+    term, _, aux = reg.apply(q, jax.random.fold_in(r, 0x4A7), step, reg.init(), lambda qq: ce(qq, b))
+    drawn.append(True)
+    return ce(q, b) + term, {"hat_penalty": aux["hat_penalty"]}
+
+  r_plain = train(lambda q, b, r, s: (ce(q, b), {}), p0, (x, y), cfg)
+  r_zero = train(hat0, p0, (x, y), cfg)
+  assert drawn  # the probes were traced into the step
+  for a, b in zip(jax.tree.leaves(r_plain.params), jax.tree.leaves(r_zero.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -1,5 +1,6 @@
 """Bit-flip faults on parameter pytrees: bit layouts, exact and random flips, vectorized single-bit sweeps with
-stratified confidence intervals, the int8 bit-flip attack, and vulnerability metrics (RAD, catastrophic bits)."""
+stratified confidence intervals, the int8 bit-flip attack, vulnerability metrics (RAD, catastrophic bits), and
+system-level defenses (selective ECC / parity, range restriction, RADAR-style group checksums)."""
 
 from jaxhw.faults.attack import (
                                  AttackResult,
@@ -25,6 +26,20 @@ from jaxhw.faults.bits import (
                                  quantize_int8,
                                  resolve_bits,
                                  to_bits,
+)
+from jaxhw.faults.defenses import (
+                                 Defense,
+                                 activation_ranges,
+                                 checksum_check,
+                                 clip_activations,
+                                 ecc_protect,
+                                 group_checksum,
+                                 hamming_check_bits,
+                                 no_defense,
+                                 parity_check,
+                                 parity_protect,
+                                 range_restriction,
+                                 weight_ranges,
 )
 from jaxhw.faults.flips import (
                                  ParamTransform,
@@ -66,5 +81,7 @@ __all__ = [
     "stratified_unit_total", "Flips", "SweepResult",
     "SampledSweep", "all_flips", "sample_flips", "single_bit_sweep", "sampled_sweep", "mlp_layers", "dense_chain",
     "AttackResult", "quantize_params", "dequantize_params", "bit_flip_attack", "random_int8_flips",
-    "flips_to_accuracy",
+    "flips_to_accuracy", "Defense", "no_defense", "hamming_check_bits", "ecc_protect", "parity_protect",
+    "parity_check", "range_restriction", "weight_ranges", "group_checksum", "checksum_check", "clip_activations",
+    "activation_ranges",
 ]
