@@ -23,8 +23,8 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks._common import emit  # noqa: E402
+from experiments._cluster_calibrate import dp_step_fn, mlp_problem, psum_fn, time_calls  # noqa: E402
 from jaxhw.parallel import cost  # noqa: E402
-from jaxhw.parallel.calibrate import dp_step_fn, mlp_problem, psum_fn, time_calls  # noqa: E402
 
 SIZE = 10 * 10**6
 FIT_SIZES = (2**16, 2**18, 2**20, 2**21, 2**22, 2**23, 2**24)  # 10 MB itself is held out

@@ -13,6 +13,7 @@ Subpackages (``jaxhw.faults``, ``jaxhw.hessian``, ...; each is imported on first
   mann       memory-augmented networks on bAbI, Q-MANN quantization, inference thresholding
   parallel   meshes, data-parallel steps, multi-process launch, the cluster cost model
   storage    SSD simulator for in-storage SGD (ISP-ML)
+  detection  boxes, YOLO loss and decoding, NMS, VOC mAP, a seeded shapes detection set (Spiking-YOLO)
 Top level: the trainer (`train`, `TrainConfig`), checkpoints, metrics and reports.
 """
 
@@ -26,7 +27,7 @@ from jaxhw.train import NonFiniteLossError, TrainConfig, TrainingInterrupted, Tr
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("effects", "layers", "pytree", "data", "models", "faults", "hessian", "crossbar", "snn", "mann",
-                "parallel", "storage")
+                "parallel", "storage", "detection")
 
 
 def __getattr__(name: str):

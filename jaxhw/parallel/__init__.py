@@ -4,7 +4,7 @@
              `jaxhw.train.train` reads it (``--set parallel.data=2`` for any study)
   launch     `jax.distributed` initialisation (gloo on CPU) and `launch_local` for N processes on localhost
   cost       pure cost model: compute, ring all-reduce, parameter server, switched Ethernet, Wi-Fi with contention
-  calibrate  fits the host model (psum sweeps, step times, `cost_analysis` FLOPs) and reports its error
+  (the calibration of the host model on real steps lives with the cluster study, experiments/_cluster_calibrate.py)
 
 References: Na et al., "Scalable Smartphone Cluster for Deep Learning", arXiv:2110.12172; Goyal et al.,
 arXiv:1706.02677 (linear scaling, warm-up); You et al., arXiv:1708.03888 (LARS), arXiv:1904.00962 (LAMB).

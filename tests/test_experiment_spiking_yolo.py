@@ -1,0 +1,50 @@
+"""Smoke run of experiments/spiking_yolo.py (files, summary keys, sane figures) and the full preset's refusal
+without prepared VOC data."""
+
+import json
+
+import numpy as np
+import pytest
+
+import experiments.spiking_yolo as study
+from jaxhw.data.tfds_adapter import DatasetNotPreparedError
+
+
+def test_smoke_run_writes_files(tmp_path):
+  summary = study.run(study.get_config("smoke"), tmp_path)
+  for name in ("summary.json", "report.md", "map_vs_time.png", "detections.png", "metrics.jsonl", "config.json"):
+    if name == "config.json" and not (tmp_path / name).exists():
+      continue  # written by the CLI, not by run()
+    assert (tmp_path / name).is_file(), name
+  on_disk = json.loads((tmp_path / "summary.json").read_text())
+  assert set(on_disk) >= {"ann_map", "rows", "channelwise_speedup"}
+  assert 0.0 <= on_disk["ann_map"] <= 1.0
+  assert [(r["normalization"], r["neuron"]) for r in on_disk["rows"]] == [
+      ("layer-wise", "IF"), ("layer-wise", "IBT"), ("channel-wise", "IF"), ("channel-wise", "IBT")]
+  T = study.get_config("smoke").snn.T
+  for r in on_disk["rows"]:
+    assert set(r) >= {"normalization", "neuron", "map", "steps_to_90pct", "spikes_per_image",
+                      "energy_ratio_snn_over_ann"}
+    assert 0.0 <= r["map"] <= 1.0 and r["spikes_per_image"] > 0 and r["energy_ratio_snn_over_ann"] > 0
+    assert r["steps_to_90pct"] is None or 1 <= r["steps_to_90pct"] <= T
+  # the float converted network is the ANN (batch norm folded, rescaled): same mAP
+  for v in on_disk["converted_ann_map"].values():
+    assert abs(v - on_disk["ann_map"]) <= 0.02
+  assert np.isfinite(summary["wall_s"]) and (tmp_path / "checkpoints").is_dir()
+
+
+def test_full_preset_refuses_without_voc(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_data"))
+  with pytest.raises(DatasetNotPreparedError, match=r"voc/2007.*no_data[\s\S]*tfds build voc/2007"):
+    study.run(study.get_config("full"), tmp_path / "run")
+  from jaxhw import cli
+  assert cli.main(["run", "spiking_yolo", "--preset", "full", "--workdir", str(tmp_path / "run2")]) == 1
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="data.dataset"):
+    study.DataConfig(dataset="coco")
+  with pytest.raises(ValueError, match="eval_every"):
+    study.SNNConfig(T=16, eval_every=32)
+  with pytest.raises(ValueError, match="unknown preset"):
+    study.get_config("huge")
