@@ -1,5 +1,6 @@
 """Models as Flax Linen modules, used through their pure ``init(key, x)`` / ``apply(variables, x, ...)``: MLP,
-LeNet-5, ResNet-18, VGG, the sequential CNN of ANN-to-SNN conversion, the binary crossbar nets, MemN2N and a Tiny-YOLO-style detector.
+LeNet-5, ResNet-18, VGG, the sequential CNN of ANN-to-SNN conversion, the binary crossbar nets, MemN2N and a
+Tiny-YOLO-style detector.
 
 Parameters are plain nested dicts in ``variables["params"]`` (batch-norm statistics in
 ``variables["batch_stats"]``); a layer's identity is its path there (``"Dense_0"``, ``"ResNet/BasicBlock_0/Conv_1"``).
