@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxhw import storage as st
+from jaxhw.config import PRESETS, ConfigError
 from jaxhw.data import load_mnist
 from jaxhw.metrics import accuracy, append_jsonl, cross_entropy, write_json
 from jaxhw.models import mlp_apply, mlp_init
@@ -157,7 +158,7 @@ def get_config(preset: str = "quick") -> Config:
                   hardware=HardwareConfig(channels=(8, 16, 32)),
                   train=TrainConfig(epochs=5, tau_channels=16),
                   eval=EvalConfig(evals_per_epoch=16))
-  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+  raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
 
 
 def _time_to_target(times: np.ndarray, accs: np.ndarray, target: float) -> float | None:

@@ -30,6 +30,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jaxhw.config import PRESETS, ConfigError
 from jaxhw.effects import identity as identity_transform
 from jaxhw.mann import accelerator, threshold
 from jaxhw.mann.babi import NUM_TASKS, BabiSplits, load_splits
@@ -122,7 +123,7 @@ def get_config(preset: str = "quick") -> Config:
     return Config(data=DataConfig(per_task=True),
                   train=Recipe(lr=0.01, ls_lr=0.005, epochs=60, decay_every=15, ls_epochs=20),
                   hardware=HardwareConfig(qat_init="scratch", sweep_epochs=20), eval=EvalConfig(seeds=10))
-  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+  raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxhw import detection as det
 from jaxhw import snn
+from jaxhw.config import PRESETS, ConfigError
 from jaxhw.metrics import append_jsonl, write_json
 from jaxhw.models.snn_cnn import bn_population_stats
 from jaxhw.models.tiny_yolo import TINY_YOLO_VOC_POOLS, TINY_YOLO_VOC_WIDTHS, VOC_ANCHORS_416, grid_size, tiny_yolo
@@ -141,7 +142,7 @@ def get_config(preset: str = "quick") -> Config:
                                     weight_decay=5e-4, log_every=100, checkpoint_every=2000),
                   snn=SNNConfig(T=8000, eval_every=250, sim_batch=50),
                   eval=EvalConfig(use_07_metric=True, max_detections=100))
-  raise ValueError(f"unknown preset {preset!r}; valid: smoke, quick, full.")
+  raise ConfigError(f"unknown preset {preset!r}. Valid presets: {', '.join(PRESETS)}")
 
 
 def _load(config: Config):
