@@ -371,6 +371,49 @@ def aggregate(per_seed: list[dict], methods, *, sampled: bool) -> dict:
   return out
 
 
+def train_methods(config, k: int, seed: int, params0, data, val_data, apply_fn, chosen: float | None,
+                  lam_log: list, train_method) -> tuple[dict, float | None]:
+  """Trains every method of ``config.methods`` for one seed from the same initial params and data order.
+
+  HAT's lambda is picked on the validation split on the first ``hat_select_seeds`` seeds (the largest lambda of the
+  grid whose validation accuracy is within ``hat_val_tol`` of plain's) and reused on later seeds.
+
+  Args:
+    config: a HAT study config (``methods`` section).
+    k: the seed's position in ``config.seeds``.
+    seed: the seed.
+    params0: initial params.
+    data: ``(x, y)`` training arrays.
+    val_data: ``(x, y)`` validation arrays.
+    apply_fn: ``apply_fn(params, x) -> logits`` (jitted).
+    chosen: the lambda chosen so far (None before the first selection).
+    lam_log: list the selection records are appended to.
+    train_method: ``train_method(method, config, lam, params0, data, seed) -> TrainResult``.
+
+  Returns:
+    ``({method: (lam, TrainResult, val_accuracy)}, chosen)``.
+  """
+  xv, yv = val_data
+  out = {}
+  for method in config.methods.methods:
+    if method == "hat" and (chosen is None or k < config.methods.hat_select_seeds):
+      cands = []
+      for lam in sorted(config.methods.hat_lams):
+        r = train_method("hat", config, lam, params0, data, seed)
+        cands.append((lam, r, batched_accuracy(apply_fn, r.params, xv, yv)))
+      base_val = out["plain"][2] if "plain" in out else -1.0
+      ok = [c for c in cands if c[2] >= base_val - config.methods.hat_val_tol]
+      lam, r, val = (ok or cands[:1])[-1]
+      chosen = lam
+      lam_log.append({"seed": seed, "grid": [(c[0], c[2]) for c in cands], "chosen": lam, "plain_val": base_val})
+    else:
+      lam = chosen if method == "hat" else 0.0
+      r = train_method(method, config, lam, params0, data, seed)
+      val = batched_accuracy(apply_fn, r.params, xv, yv)
+    out[method] = (lam, r, val)
+  return out, chosen
+
+
 def run(config: HATStudyConfig, workdir: Path, *, quiet: bool = True) -> dict:
   """Trains the five methods per seed, analyses each, writes summary.json, plots and report.md."""
   workdir = Path(workdir)
@@ -395,21 +438,9 @@ def run(config: HATStudyConfig, workdir: Path, *, quiet: bool = True) -> dict:
     x, y, xv, yv = split.x_train, split.y_train, split.x_val, split.y_val
     params0 = init(jax.random.key(seed), tuple(config.model.sizes))
     rows = {}
-    for method in config.methods.methods:
-      if method == "hat" and (chosen is None or k < config.methods.hat_select_seeds):
-        cands = []
-        for lam in sorted(config.methods.hat_lams):
-          r = _train_method("hat", config, lam, params0, (x, y), seed)
-          cands.append((lam, r, batched_accuracy(apply_jit, r.params, xv, yv)))
-        base_val = rows["plain"]["val_accuracy"] if "plain" in rows else -1.0
-        ok = [c for c in cands if c[2] >= base_val - config.methods.hat_val_tol]
-        lam, r, val = (ok or cands[:1])[-1]
-        chosen = lam
-        lam_log.append({"seed": seed, "grid": [(c[0], c[2]) for c in cands], "chosen": lam, "plain_val": base_val})
-      else:
-        lam = chosen if method == "hat" else 0.0
-        r = _train_method(method, config, lam, params0, (x, y), seed)
-        val = batched_accuracy(apply_jit, r.params, xv, yv)
+    trained, chosen = train_methods(config, k, seed, params0, (x, y), (xv, yv), apply_jit, chosen, lam_log,
+                                    _train_method)
+    for method, (lam, r, val) in trained.items():
       row = {"method": method, "lam": lam, "val_accuracy": val, "train_wall_s": r.wall_s,
              "step_ms": 1e3 * r.step_time_s,
              "clean_accuracy": batched_accuracy(apply_jit, r.params, xt, yt)}

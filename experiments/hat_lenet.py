@@ -36,7 +36,7 @@ from jaxhw import pytree as _tree
 from jaxhw.config import check_preset
 from jaxhw.data import load_mnist_splits
 from jaxhw.faults import defenses as D
-from jaxhw.metrics import batched_accuracy, cross_entropy, write_json
+from jaxhw.metrics import cross_entropy, write_json
 from jaxhw.models import LeNet5
 from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
@@ -562,21 +562,9 @@ def run(config: HATLenetConfig, workdir: Path, *, quiet: bool = True) -> dict:
     x, y, xv, yv = split.x_train, split.y_train, split.x_val, split.y_val
     params0 = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))["params"]
     rows = {}
-    for method in config.methods.methods:
-      if method == "hat" and (chosen is None or k < config.methods.hat_select_seeds):
-        cands = []
-        for lam in sorted(config.methods.hat_lams):
-          r = _train_method("hat", config, lam, params0, (x, y), seed)
-          cands.append((lam, r, batched_accuracy(apply_jit, r.params, xv, yv)))
-        base_val = rows["plain"]["val_accuracy"] if "plain" in rows else -1.0
-        ok = [c for c in cands if c[2] >= base_val - config.methods.hat_val_tol]
-        lam, r, val = (ok or cands[:1])[-1]
-        chosen = lam
-        lam_log.append({"seed": seed, "grid": [(c[0], c[2]) for c in cands], "chosen": lam, "plain_val": base_val})
-      else:
-        lam = chosen if method == "hat" else 0.0
-        r = _train_method(method, config, lam, params0, (x, y), seed)
-        val = batched_accuracy(apply_jit, r.params, xv, yv)
+    trained, chosen = H_study.train_methods(config, k, seed, params0, (x, y), (xv, yv), apply_jit, chosen, lam_log,
+                                            _train_method)
+    for method, (lam, r, val) in trained.items():
       t0 = time.perf_counter()
       flips = None if config.data.sweep_params == 0 else F.sample_flips(r.params, config.data.sweep_params,
                                                                          seed=seed)[0]
