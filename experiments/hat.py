@@ -120,12 +120,13 @@ def get_config(preset: str = "quick") -> HATStudyConfig:
                              eval=dataclasses.replace(base.eval, attack_seeds=5, attack_iters=100))
 
 
-def _loss_fns(config: HATStudyConfig, lam: float):
-  """Trainer loss per method (the HAT penalty is a loss term; SAM/weight decay live in the optimizer)."""
+def _loss_fns(config: HATStudyConfig, lam: float, apply_fn=mlp_apply):
+  """Trainer loss per method (the HAT penalty is a loss term; SAM/weight decay live in the optimizer), for the model
+  ``apply_fn(params, x) -> logits``."""
   mc = config.methods
 
   def ce(params, batch):
-    return cross_entropy(mlp_apply(params, batch[0]), batch[1])
+    return cross_entropy(apply_fn(params, batch[0]), batch[1])
 
   def plain(params, batch, rng, step):
     return ce(params, batch), {}
@@ -137,17 +138,17 @@ def _loss_fns(config: HATStudyConfig, lam: float):
 
   hat = H.hat_loss(ce, lam=lam, probes=mc.hat_probes, top_p=mc.hat_top_p, trunc=mc.hat_trunc,
                    layers=list(mc.hat_layers) or None,
-                   logits_fn=lambda p, b: mlp_apply(p, b[0]))
+                   logits_fn=lambda p, b: apply_fn(p, b[0]))
   return {"plain": plain, "weight_decay": plain, "grad_norm": grad_norm, "sam": plain, "hat": hat}
 
 
-def _train_method(method, config, lam, params0, data, seed):
+def _train_method(method, config, lam, params0, data, seed, apply_fn=mlp_apply):
   tc = dataclasses.replace(config.train, seed=seed)
   if method == "weight_decay":
     tc = dataclasses.replace(tc, weight_decay=config.methods.weight_decay)
   if method == "sam":
     tc = dataclasses.replace(tc, optimizer="sam", sam_rho=config.methods.sam_rho)
-  loss_fn = _loss_fns(config, lam)[method]
+  loss_fn = _loss_fns(config, lam, apply_fn)[method]
   return train(loss_fn, params0, data, tc, desc=method)
 
 

@@ -31,15 +31,14 @@ import numpy as np
 
 from experiments import hat as H_study
 from jaxhw import faults as F
-from jaxhw import hessian as H
 from jaxhw import pytree as _tree
 from jaxhw.config import check_preset
 from jaxhw.data import load_mnist_splits
 from jaxhw.faults import defenses as D
-from jaxhw.metrics import cross_entropy, write_json
+from jaxhw.metrics import write_json
 from jaxhw.models import LeNet5
 from jaxhw.report import Table, figure, write_study_report
-from jaxhw.train import TrainConfig, train
+from jaxhw.train import TrainConfig
 
 METHODS = H_study.METHODS
 PAPER_LENET_PLAIN = H_study.PAPER_CATASTROPHIC_PLAIN
@@ -515,32 +514,8 @@ def bfa_under_defenses(params, xt, yt, dc: DefenseConfig, n_eval: int, seed: int
 
 # ---- study -------------------------------------------------------------------------------------------------------
 
-def _loss_fns(config, lam):
-  mc = config.methods
-
-  def ce(params, batch):
-    return cross_entropy(lenet_apply(params, batch[0]), batch[1])
-
-  def plain(params, batch, rng, step):
-    return ce(params, batch), {}
-
-  def grad_norm(params, batch, rng, step):
-    loss, g = jax.value_and_grad(ce)(params, batch)
-    gn = sum(jnp.sum(a * a) for a in jax.tree.leaves(g))
-    return loss + mc.grad_norm_beta * gn, {"grad_norm_sq": gn}
-
-  hat = H.hat_loss(ce, lam=lam, probes=mc.hat_probes, top_p=mc.hat_top_p, trunc=mc.hat_trunc,
-                   layers=list(mc.hat_layers) or None, logits_fn=lambda p, b: lenet_apply(p, b[0]))
-  return {"plain": plain, "weight_decay": plain, "grad_norm": grad_norm, "sam": plain, "hat": hat}
-
-
-def _train_method(method, config, lam, params0, data, seed):
-  tc = dataclasses.replace(config.train, seed=seed)
-  if method == "weight_decay":
-    tc = dataclasses.replace(tc, weight_decay=config.methods.weight_decay)
-  if method == "sam":
-    tc = dataclasses.replace(tc, optimizer="sam", sam_rho=config.methods.sam_rho)
-  return train(_loss_fns(config, lam)[method], params0, data, tc, desc=method)
+# Each method's loss and optimizer are the MLP study's, on this study's LeNet-5 forward.
+_train_method = functools.partial(H_study._train_method, apply_fn=lenet_apply)
 
 
 def run(config: HATLenetConfig, workdir: Path, *, quiet: bool = True) -> dict:
