@@ -122,11 +122,11 @@ def get_config(preset: str = "quick") -> Config:
 
 
 def _worker(spec: dict, workdir: Path, *, processes: int = 1, devices: int = 1, timeout_s: float = 600) -> dict:
-  """Runs the `experiments._cluster_calibrate` worker in fresh processes (they need their own simulated devices)."""
+  """Runs the `jaxhw.experiments._cluster_calibrate` worker in fresh processes (they need their own simulated devices)."""
   with tempfile.TemporaryDirectory(dir=workdir) as tmp:
     spec_path, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
     spec_path.write_text(json.dumps(spec))
-    argv = [sys.executable, "-m", "experiments._cluster_calibrate", "--spec", str(spec_path), "--out", str(out)]
+    argv = [sys.executable, "-m", "jaxhw.experiments._cluster_calibrate", "--spec", str(spec_path), "--out", str(out)]
     if processes > 1:
       launch_local([*argv, "--train-only"], processes, local_devices=devices, timeout_s=timeout_s, echo_first=False)
     else:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import hat as H_study
+from jaxhw.experiments import hat as H_study
 from jaxhw import faults as F
 from jaxhw import pytree as _tree
 from jaxhw.config import check_preset

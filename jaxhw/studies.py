@@ -21,7 +21,7 @@ class UnknownStudyError(ValueError):
 def list_studies() -> list[str]:
   """Names of the study modules in ``experiments/`` (found without importing them, so one broken study does not
   stop the others from running)."""
-  import experiments
+  from jaxhw import experiments
 
   return sorted(info.name for info in pkgutil.iter_modules(experiments.__path__) if not info.name.startswith("_"))
 
@@ -31,7 +31,7 @@ def load_study(name: str) -> ModuleType:
   known = list_studies()
   if name not in known:
     raise UnknownStudyError(f"unknown study {name!r}. Known studies: {', '.join(known)}")
-  module = importlib.import_module(f"experiments.{name}")
+  module = importlib.import_module(f"jaxhw.experiments.{name}")
   if not (callable(getattr(module, "get_config", None)) and callable(getattr(module, "run", None))):
     raise UnknownStudyError(f"experiments/{name}.py is not a study: it must define get_config(preset) and "
                             f"run(config, workdir, *, quiet).")

@@ -2,7 +2,7 @@
 
 import json
 
-from experiments.cluster import get_config, run
+from jaxhw.experiments.cluster import get_config, run
 
 
 def test_smoke_preset_end_to_end(tmp_path):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import compose
+from jaxhw.experiments import compose
 from jaxhw.config import ConfigError, apply_overrides
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-import experiments.gbo as study
+import jaxhw.experiments.gbo as study
 
 
 def test_gbo_smoke(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import experiments.hat as study
+import jaxhw.experiments.hat as study
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from experiments import ispml
+from jaxhw.experiments import ispml
 
 
 def test_smoke_end_to_end(tmp_path):

@@ -1,6 +1,6 @@
 import json
 
-from experiments import mnist_baseline
+from jaxhw.experiments import mnist_baseline
 
 
 def test_smoke_end_to_end(tmp_path):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from experiments import qmann
+from jaxhw.experiments import qmann
 
 
 def test_smoke_end_to_end(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-import experiments.snn_coding as study
+import jaxhw.experiments.snn_coding as study
 from jaxhw.data.mnist import MnistConfig
 
 

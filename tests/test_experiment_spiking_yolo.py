@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-import experiments.spiking_yolo as study
+import jaxhw.experiments.spiking_yolo as study
 from jaxhw.data.tfds_adapter import DatasetNotPreparedError
 
 

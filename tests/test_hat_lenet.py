@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import experiments.hat_lenet as study
+import jaxhw.experiments.hat_lenet as study
 from jaxhw import faults as F
 from jaxhw import pytree as _tree
 from jaxhw.data import MnistConfig, load_mnist_splits
