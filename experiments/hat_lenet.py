@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jaxhw.experiments import hat as H_study
+
 from jaxhw import faults as F
 from jaxhw import pytree as _tree
 from jaxhw.config import check_preset

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from jaxhw.experiments import compose
+
 from jaxhw.config import ConfigError, apply_overrides
 
 

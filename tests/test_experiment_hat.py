@@ -2,11 +2,10 @@
 
 import json
 
+import jaxhw.experiments.hat as study
 import numpy as np
 import pytest
 import scipy.stats
-
-import jaxhw.experiments.hat as study
 
 
 @pytest.mark.slow

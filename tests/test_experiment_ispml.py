@@ -2,7 +2,6 @@ import dataclasses
 import json
 
 import pytest
-
 from jaxhw.experiments import ispml
 
 
