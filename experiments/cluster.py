@@ -122,7 +122,8 @@ def get_config(preset: str = "quick") -> Config:
 
 
 def _worker(spec: dict, workdir: Path, *, processes: int = 1, devices: int = 1, timeout_s: float = 600) -> dict:
-  """Runs the `jaxhw.experiments._cluster_calibrate` worker in fresh processes (they need their own simulated devices)."""
+  """Runs the `jaxhw.experiments._cluster_calibrate` worker in fresh processes (they need their own simulated
+  devices)."""
   with tempfile.TemporaryDirectory(dir=workdir) as tmp:
     spec_path, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
     spec_path.write_text(json.dumps(spec))

@@ -86,7 +86,8 @@ def setup():
 
 def _sweep(setup, **kw):
   p, x, y, flips = setup[:4]
-  return F.single_bit_sweep(_apply, p, x, y, flips=flips, layers=F.mlp_layers(["Dense_0", "Dense_1", "Dense_2"]), chunk=CHUNK, **kw)
+  return F.single_bit_sweep(_apply, p, x, y, flips=flips, layers=F.mlp_layers(["Dense_0", "Dense_1", "Dense_2"]),
+                            chunk=CHUNK, **kw)
 
 
 @pytest.mark.parametrize("structure,with_loss", [("mlp", False), ("mlp", True), ("layers", False),
