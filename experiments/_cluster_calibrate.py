@@ -214,7 +214,8 @@ def measure_training(*, width: int, batch: int, steps: int, train_size: int, dev
 
 def main(argv: list[str] | None = None) -> None:
   """``python -m jaxhw.experiments._cluster_calibrate --spec SPEC.json --out OUT.json [--train-only]``: the
-  measurement worker the cluster study runs in a fresh process (with its simulated devices, or as one of N jax.distributed processes)."""
+  measurement worker the cluster study runs in a fresh process (with its simulated devices, or as one of N
+  jax.distributed processes)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--spec", required=True, help="JSON: {train: measure_training kwargs, calibrate: kwargs}")
   parser.add_argument("--out", required=True)
