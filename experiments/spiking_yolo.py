@@ -90,8 +90,13 @@ class SNNConfig:
   sim_batch: int = 200
   mode: str = "stepwise"
   target_fraction: float = 0.9   # steps_to_90pct: first measured step with mAP >= this x ANN mAP
+  # Spiking max-pool selection (reconstructed; `jaxhw.snn.Coding.maxpool`): "signed" = largest cumulative signed
+  # amplitude (default since 2026-11-29), "abs" = largest cumulative |amplitude| (the earlier runs).
+  maxpool: str = "signed"
 
   def __post_init__(self):
+    if self.maxpool not in ("signed", "abs"):
+      raise ValueError(f"snn.maxpool={self.maxpool!r}; valid: signed, abs")
     if self.T < 1 or not 1 <= self.eval_every <= self.T:
       raise ValueError(f"snn.T={self.T!r}, snn.eval_every={self.eval_every!r}: need 1 <= eval_every <= T")
     if not 0 < self.target_fraction <= 1:
@@ -262,7 +267,8 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
       t0 = time.perf_counter()
       snaps, evs, sops = [], [], []
       for s in range(0, n, c.sim_batch):
-        r = snn.simulate(dense_net, xs[s:s + c.sim_batch], coding, c.T, mode=c.mode)
+        r = snn.simulate(dense_net, xs[s:s + c.sim_batch], snn.get_coding(coding, maxpool=c.maxpool), c.T,
+                         mode=c.mode)
         snaps.append(np.asarray(r.output)[steps - 1])
         evs.append(np.asarray(r.step_events))
         sops.append(np.asarray(r.sops))
@@ -377,10 +383,13 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
           f"{k} {v:.4f}" for k, v in conv_maps.items()) + f" (ANN {ann_map:.4f}).",
       "IF = rate_std neurons (threshold 1, reset by subtraction): negative leaky-ReLU activations are dropped. "
       f"IBT = signed neurons: +1 at V >= 1, -1 at V <= -1/alpha (alpha {config.model.alpha}).",
-      "Max-pool: the spiking max-pool forwards, per window, the neuron with the largest cumulative |output| "
-      "(jaxhw.snn.spiking_maxpool); with signed IBT neurons a strongly negative neuron can win a window whose ANN "
-      "maximum is a small positive value. Measured: the float network with that |value| max-pool scores mAP " +
-      ", ".join(f"{k} {v:.4f}" for k, v in absmax_maps.items()) + " (IF neurons are non-negative: exact max).",
+      f"Max-pool (snn.maxpool={c.maxpool!r}, reconstructed): the spiking max-pool forwards, per window, the "
+      "neuron with the largest cumulative " + ("signed amplitude, the rate estimate of the ANN's max"
+                                               if c.maxpool == "signed" else "|amplitude|") +
+      " (jaxhw.snn.spiking_maxpool). Selecting by |amplitude| (the runs before 2026-11-29) lets a strongly "
+      "negative IBT neuron win a window whose ANN maximum is a small positive value: the float network with "
+      "that |value| max-pool scores mAP " + ", ".join(f"{k} {v:.4f}" for k, v in absmax_maps.items()) +
+      " (IF neurons are non-negative: both rules are the exact max).",
       "The 1x1 grid head is read as the linear output layer (V_L / bias steps, times its lambda); "
       "jaxhw.snn.detection_ops.conv_head_as_dense presents it to the simulator as the equivalent dense map.",
       f"Energy model (configurable, energy.*): Horowitz ISSCC 2014, 45 nm fp32: AC {config.energy.e_ac} pJ, MAC "

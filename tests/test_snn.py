@@ -263,7 +263,7 @@ def _python_loop(net, x, coding, T, key=None):
         if states[op.index] is None:
           states[op.index] = neurons[op.index].init(o.shape)
         states[op.index], o = neurons[op.index].step(states[op.index], o, tt)
-        a = states[op.index].a
+        a = states[op.index].a_signed if coding.maxpool == "signed" else states[op.index].a
       elif op.kind == "maxpool":
         o = _maxpool_ref(np.asarray(o), np.asarray(a), op.window)
       elif op.kind == "flatten":
@@ -305,6 +305,32 @@ def test_scan_equals_python_loop_and_modes_agree(tiny_net, name):
     np.testing.assert_array_equal(step.spikes, layer.spikes)
     np.testing.assert_array_equal(step.step_events, layer.step_events)
     np.testing.assert_allclose(step.output, layer.output, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("select", ["signed", "abs"])
+def test_ibt_maxpool_selection_equals_python_loop(tiny_net, select):
+  """Signed neurons send negative amplitudes: the max-pool's two selection rules differ, and each equals the
+  explicit loop that picks by the matching cumulative amplitude."""
+  net, _, x = tiny_net
+  params = dict(net.params)
+  params["Conv_0"] = {k: -3.0 * w for k, w in params["Conv_0"].items()}  # strongly negative potentials
+  net = net._replace(params=params)
+  coding = snn.get_coding("ibt", maxpool=select)
+  ref_v, _ = _python_loop(net, x[:4], coding, 10)
+  r = snn.simulate(net, x[:4], coding, 10)
+  np.testing.assert_allclose(np.asarray(r.vmem), ref_v[-1], rtol=1e-5, atol=1e-5)
+  other = snn.simulate(net, x[:4], snn.get_coding("ibt", maxpool="abs" if select == "signed" else "signed"), 10)
+  assert np.abs(np.asarray(other.vmem) - ref_v[-1]).max() > 0.1  # the rules differ on this net
+
+
+def test_ibt_cumulative_amplitudes():
+  z = jnp.array([0.5, -0.3, -0.05], jnp.float32)
+  s, o = _run_neuron(snn.ibt_neuron(1.0, alpha=0.1), z, 40)
+  np.testing.assert_allclose(np.asarray(s.a_signed), np.asarray(o.sum(0)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(s.a), np.asarray(jnp.abs(o).sum(0)), atol=1e-6)
+  assert float(s.a_signed[1]) < 0 < float(s.a[1])  # -0.3 * 40 = -12 reaches -1/alpha = -10 once
+  with pytest.raises(ValueError, match="maxpool"):
+    snn.Coding(maxpool="max")
 
 
 def test_threshold_form_equals_weight_form():

@@ -73,6 +73,10 @@ class Coding:
       (measured on the MNIST CNN: 13% accuracy with ``"every"``); gating it per cycle is the analogue of the
       per-period bias gate of phase coding.
     ibt_alpha: leaky-ReLU slope for the signed neuron.
+    maxpool: the spiking max-pool's selection (Spiking-YOLO's handling is reconstructed): ``"signed"`` (default)
+      forwards the neuron with the largest cumulative signed amplitude, the rate-coded estimate of the ANN's
+      max; ``"abs"`` the largest cumulative |amplitude|. The two agree for neurons that only send positive
+      amplitudes; with signed (IBT) neurons ``"abs"`` lets a strongly negative neuron win a window.
     tau: TTFS time constant, a float or a tuple (input first, one per spiking layer).
     t_d: TTFS kernel delay, float or tuple like ``tau``.
     t_w: TTFS window length.
@@ -92,6 +96,7 @@ class Coding:
   burst_reload: str = "sample"
   burst_bias: str = "reload"
   ibt_alpha: float = 0.1
+  maxpool: str = "signed"
   tau: float | tuple[float, ...] = 5.0
   t_d: float | tuple[float, ...] = 0.0
   t_w: int = 20
@@ -111,6 +116,8 @@ class Coding:
           "set both input and hidden to 'ttfs'")
     if self.burst_bias not in ("every", "reload"):
       raise ValueError(f"burst_bias={self.burst_bias!r}; valid: ('every', 'reload')")
+    if self.maxpool not in ("signed", "abs"):
+      raise ValueError(f"maxpool={self.maxpool!r}; valid: ('signed', 'abs')")
     if self.burst_reload not in ("sample", "tensor"):
       raise ValueError(f"burst_reload={self.burst_reload!r}; valid: ('sample', 'tensor')")
     if self.period < 1:

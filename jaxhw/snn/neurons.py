@@ -42,7 +42,9 @@ class State(NamedTuple):
     v: membrane potential.
     theta: current threshold (burst: grows while it fires; phase/TTFS: the last threshold used).
     n: spike events so far (int32).
-    a: cumulative |amplitude| sent so far (drives the spiking max-pool).
+    a: cumulative |amplitude| sent so far (drives the spiking max-pool's ``"abs"`` selection).
+    a_signed: cumulative signed amplitude sent so far (the ``"signed"`` selection; equals ``a`` for neurons that
+      only send positive amplitudes).
     fired: whether it has fired at least once.
     t_first: time of the first spike (TTFS: local window time), -1 if none.
   """
@@ -51,6 +53,7 @@ class State(NamedTuple):
   theta: Float[Array, "..."]
   n: Int[Array, "..."]
   a: Float[Array, "..."]
+  a_signed: Float[Array, "..."]
   fired: Bool[Array, "..."]
   t_first: Int[Array, "..."]
 
@@ -70,6 +73,7 @@ def init_state(shape, theta0=1.0, v0=None) -> State:
       theta=jnp.broadcast_to(jnp.asarray(theta0, jnp.float32), shape),
       n=jnp.zeros(shape, jnp.int32),
       a=jnp.zeros(shape, jnp.float32),
+      a_signed=jnp.zeros(shape, jnp.float32),
       fired=jnp.zeros(shape, bool),
       t_first=jnp.full(shape, -1, jnp.int32),
   )
@@ -84,6 +88,7 @@ def _count(state: State, v, theta, spike, o, t) -> State:
       theta=theta,
       n=state.n + jnp.abs(s_int),
       a=state.a + jnp.abs(o),
+      a_signed=state.a_signed + o,
       fired=state.fired | fired_now,
       t_first=jnp.where(fired_now & ~state.fired, jnp.asarray(t, jnp.int32), state.t_first),
   )

@@ -74,7 +74,8 @@ def spiking_maxpool(o: Float[Array, "... h w c"], a: Float[Array, "... h w c"], 
 
   Args:
     o: outputs of the pooled layer this step, ``[..., H, W, C]``.
-    a: their cumulative amplitudes.
+    a: their cumulative amplitudes (signed or absolute: `jaxhw.snn.Coding.maxpool` chooses which the simulator
+      passes).
     window: window and stride.
 
   Returns:
@@ -158,10 +159,11 @@ def _sim(params, scales, fanouts, out_scale, x, keys, *, ops, shapes, coding, T,
         i = op.index
         nrn = neurons[i]
         need_a = k + 1 < len(ops) and ops[k + 1].kind == "maxpool"
+        signed = coding.maxpool == "signed"
 
-        def nbody(s, zt, nrn=nrn, need_a=need_a):
+        def nbody(s, zt, nrn=nrn, need_a=need_a, signed=signed):
           s, out = nrn.step(s, zt[0], zt[1])
-          return s, ((out, s.a) if need_a else (out, None))
+          return s, ((out, s.a_signed if signed else s.a) if need_a else (out, None))
 
         new_states[i], (o, a) = lax.scan(nbody, states[i], (o, tc), unroll=True if c == 1 else INNER_UNROLL)
         ev.append(events(o))
