@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,13 @@ bench: $(STAMP)
 	done
 	@echo "wrote benchmarks/results.jsonl"
 
+# API reference from the docstrings (pdoc, Google style) into docs/_build/api; fails on an undocumented public name
+# or a broken cross-reference.
+docs: $(STAMP)
+	$(PY) docs/build_api.py docs/_build/api
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxhw experiments benchmarks tests
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache docs/_build dist

@@ -135,6 +135,7 @@ class LayerCall:
     self.module.sow(collection, name, value)
 
 
+#: A forward effect: a function of the intercepted layer call that returns the layer's output (see `attach`).
 ForwardEffect = Callable[[LayerCall], Array]
 
 _BYPASS: contextvars.ContextVar[bool] = contextvars.ContextVar("jaxhw_effects_bypass", default=False)

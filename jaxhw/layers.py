@@ -83,10 +83,12 @@ def batch_norm(eps: float = 1e-5) -> LayerSpec:
 
 
 def relu() -> LayerSpec:
+  """ReLU activation, ``max(x, 0)``."""
   return LayerSpec("relu")
 
 
 def leaky_relu(alpha: float = 0.1) -> LayerSpec:
+  """Leaky ReLU, ``x`` for ``x >= 0`` else ``alpha * x``."""
   return LayerSpec("leaky_relu", alpha=alpha)
 
 
@@ -101,10 +103,12 @@ def avg_pool(window: int = 2) -> LayerSpec:
 
 
 def flatten() -> LayerSpec:
+  """Flattens every axis but the batch axis."""
   return LayerSpec("flatten")
 
 
 def dropout(rate: float) -> LayerSpec:
+  """Dropout with drop probability `rate` in training (identity at inference and in a converted SNN)."""
   return LayerSpec("dropout", rate=rate)
 
 

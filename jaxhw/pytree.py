@@ -11,6 +11,7 @@ Path = tuple[str, ...]
 
 
 def key_name(k) -> str:
+  """The string name of one `jax.tree_util` key-path entry (a dict key, attribute name or sequence index)."""
   for attr in ("key", "name", "idx"):
     if hasattr(k, attr):
       return str(getattr(k, attr))
@@ -24,10 +25,16 @@ def leaf_paths(tree) -> list[tuple[Path, object]]:
 
 
 def path_str(path: Path) -> str:
+  """A leaf path as a ``"a/b/c"`` string (the inverse of `norm_path` on strings)."""
   return "/".join(path)
 
 
 def norm_path(path, *, argname: str = "path") -> Path:
+  """A leaf path given as ``"a/b"`` or a tuple/list of keys, as a tuple of strings.
+
+  Raises:
+    ValueError: `path` is neither, named as `argname` in the message.
+  """
   if isinstance(path, str):
     return tuple(p for p in path.split("/") if p)
   if isinstance(path, (tuple, list)):
@@ -60,6 +67,7 @@ def select_leaves(tree, prefixes: Sequence | None, *, argname: str = "leaves") -
 
 
 def replace_leaf(tree, i: int, new):
+  """A copy of `tree` with its `i`-th leaf (flatten order, see `find_leaf`) replaced by `new`."""
   leaves, treedef = jax.tree.flatten(tree)
   leaves = list(leaves)
   leaves[i] = new

@@ -37,7 +37,7 @@ class Table:
   Attributes:
     title: caption.
     columns: column headers.
-    rows: one list of cells per row (numbers are formatted with `format_cell`).
+    rows: one list of cells per row (numbers are formatted with `jaxhw.report.format_cell`).
   """
 
   title: str
@@ -71,6 +71,7 @@ def device_description() -> str:
 
 
 def table_markdown(table: Table) -> str:
+  """A `Table` as Markdown: its bold title, then a pipe table with its cells formatted by `format_cell`."""
   head = "| " + " | ".join(table.columns) + " |"
   sep = "|" + "|".join("---" for _ in table.columns) + "|"
   body = ["| " + " | ".join(format_cell(c) for c in row) + " |" for row in table.rows]

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+#: Input pulse encoding families: thermometer (equal significances), bit-serial (powers of two) and mixed (the
+#: T-pulse code with the smallest noise factor, found by enumeration).
 ENCODINGS = ("thermometer", "bitserial", "mixed")
 _MAX_MIXED_BITS = 5  # the enumeration of partitions of L grows fast beyond L = 31
 

@@ -122,11 +122,11 @@ class CrossbarConfig:
     return 0.0 if d is None or self.adc_mode != "as_noise" else d * d / 12.0
 
 
-# Named presets [R]: absolute sigma values in row units. For a 128-row binary tile a column
-# partial sum spans [-128, 128] with a typical magnitude of ~sqrt(128) = 11, so "severe" is a
-# read error comparable to the signal. `compat_aihwkit` maps aihwkit's forward `out_noise`
-# (0.06, normalised so that max |w| = max |x| = 1, i.e. our units) to additive sigma with
-# 512-row tiles and its 7-bit DAC / 9-bit ADC defaults (ADC as noise).
+#: Named presets [R]: absolute sigma values in row units. For a 128-row binary tile a column
+#: partial sum spans [-128, 128] with a typical magnitude of ~sqrt(128) = 11, so "severe" is a
+#: read error comparable to the signal. `compat_aihwkit` maps aihwkit's forward `out_noise`
+#: (0.06, normalised so that max |w| = max |x| = 1, i.e. our units) to additive sigma with
+#: 512-row tiles and its 7-bit DAC / 9-bit ADC defaults (ADC as noise).
 PRESETS: dict[str, CrossbarConfig] = {
     "ideal": CrossbarConfig(),
     "low": CrossbarConfig(sigma=0.5),
@@ -236,7 +236,8 @@ def program_weights(config: CrossbarConfig, *, layers: Iterable[str | Sequence[s
       kernel.
 
   Returns:
-    A `ParamTransform`; ``apply(params, state, chip_key)`` returns params holding the effective weights w_eff.
+    A `jaxhw.effects.ParamTransform`; ``apply(params, state, chip_key)`` returns params holding the effective
+    weights w_eff.
     A model that binarises its kernels itself should read them as they are (e.g. ``binarize_weights=False``).
 
   References:

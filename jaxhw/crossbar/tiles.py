@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+#: Signed-weight mappings onto columns: two columns per output (``differential``) or one column per output plus a
+#: reference column per tile (``offset``).
 MAPPINGS = ("differential", "offset")
 
 

@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 
 __all__ = ["BOX_MODES", "iou", "iou_np", "check_boxes", "decode", "nms", "Detections", "postprocess"]
 
+#: What `check_boxes` does with a box outside the image: clip it to the image, or refuse it with a ValueError.
 BOX_MODES = ("clip", "refuse")
 
 

@@ -24,6 +24,7 @@ from jaxhw.detection.boxes import Detections, iou_np
 
 __all__ = ["voc_ap", "MAPResult", "mean_average_precision", "MATCHINGS"]
 
+#: Detection-to-ground-truth matching rules of `mean_average_precision`: PASCAL VOC or COCO style.
 MATCHINGS = ("voc", "coco")
 
 

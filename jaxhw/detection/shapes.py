@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = ["SHAPE_CLASSES", "ShapesConfig", "DetectionSet", "generate_shapes", "shapes_splits"]
 
+#: Class names of the synthetic shapes detection set, in label order.
 SHAPE_CLASSES = ("square", "disc", "triangle")
 _SPLITS = {"train": 0, "test": 1}
 

@@ -36,10 +36,15 @@ __all__ = [
 ]
 
 # Named bit selections; `resolve_bits` turns them into explicit positions for a dtype.
+#: Named bit selection: every bit of the dtype.
 ALL_BITS = "all"
+#: Named bit selection: the sign bit.
 SIGN_BIT = "sign"
+#: Named bit selection: every exponent bit (none for integer dtypes).
 EXPONENT_BITS = "exponent"
+#: Named bit selection: the most significant exponent bit (bit 30 of a float32).
 EXPONENT_MSB = "exponent_msb"
+#: Named bit selection: the mantissa bits (the magnitude bits of an integer dtype).
 MANTISSA_BITS = "mantissa"
 _NAMED = (ALL_BITS, SIGN_BIT, EXPONENT_BITS, EXPONENT_MSB, MANTISSA_BITS)
 
@@ -68,6 +73,7 @@ def _float_layout(name: str, width: int, n_mant: int, uint) -> BitLayout:
   return BitLayout(name, width, np.dtype(uint), width - 1, tuple(range(n_mant, width - 1)), tuple(range(n_mant)))
 
 
+#: The bit layout of each supported storage dtype, by dtype name.
 LAYOUTS: dict[str, BitLayout] = {
     "float32": _float_layout("float32", 32, 23, np.uint32),
     "float16": _float_layout("float16", 16, 10, np.uint16),

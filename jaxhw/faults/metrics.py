@@ -25,6 +25,7 @@ __all__ = [
 
 CATASTROPHIC = 0.90
 ERRATIC = 0.10
+#: Bin labels of `rad_histogram`: negative RAD, then 5 % bins up to [95,100].
 HIST_LABELS = ["<0"] + [f"[{5 * i},{5 * i + 5})" for i in range(19)] + ["[95,100]"]
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import math
 from typing import NamedTuple
 
+#: The phases of one MemN2N inference that the cost model counts operations for, in order.
 PHASES = ("embedding", "addressing", "read", "output")
 PRECISIONS = ("fp32", "int8", "binary")
 

@@ -24,7 +24,9 @@ import numpy as np
 
 from jaxhw.data import BabiExample, tokenize, vendored_path
 
+#: Number of bAbI tasks (1 to 20).
 NUM_TASKS = 20
+#: Reserved word ids: ``NIL`` (0) pads stories and questions, ``UNK`` (1) stands for an out-of-vocabulary word.
 NIL, UNK = 0, 1
 ARCHIVE = "babi/babi-1k-en.tar.gz"
 
@@ -45,7 +47,7 @@ def parse_task_text(text: str, source: str = "<string>") -> list[BabiExample]:
     source: the file's name, used in error messages.
 
   Returns:
-    One `BabiExample` per question, in file order; ``supporting`` holds indices into the example's ``story``.
+    One `jaxhw.data.BabiExample` per question, in file order; ``supporting`` holds indices into the example's ``story``.
 
   Raises:
     BabiFormatError: a line without an integer ID, a question without an answer, a supporting ID that is not an

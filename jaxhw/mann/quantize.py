@@ -76,6 +76,7 @@ class FixedPoint:
     return f"Q(1.{self.int_bits}.{self.frac_bits})"
 
 
+#: The 1-bit format: the sign only, values +-1.
 BINARY = FixedPoint(0, 0)
 
 
@@ -164,7 +165,7 @@ def quantize_params(formats: FormatRule, *, scale_binary: bool = False) -> Param
     scale_binary: scale binarized tensors by their mean absolute value (``alpha sign(W)``).
 
   Returns:
-    A `ParamTransform`; its state is ``{path: fraction of saturated entries}`` of the last ``apply``.
+    A `jaxhw.effects.ParamTransform`; its state is ``{path: fraction of saturated entries}`` of the last ``apply``.
   """
   rule = _rule_fn(formats)
 

@@ -31,8 +31,8 @@ from jaxhw import layers as L
 
 __all__ = ["SequentialCNN", "MNIST_CNN", "vgg16_layers", "bn_population_stats"]
 
-# Official MNIST CNN of the T2FSNN / burst-coding code: conv5x5-12, BN, ReLU, pool, conv5x5-64, BN, ReLU, pool,
-# dropout 0.5, FC10.
+#: Official MNIST CNN of the T2FSNN / burst-coding code: conv5x5-12, BN, ReLU, pool, conv5x5-64, BN, ReLU, pool,
+#: dropout 0.5, FC10.
 MNIST_CNN: tuple[L.LayerSpec, ...] = (
     L.conv(12, 5), L.batch_norm(), L.relu(), L.max_pool(2),
     L.conv(64, 5), L.batch_norm(), L.relu(), L.max_pool(2),

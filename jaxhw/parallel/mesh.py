@@ -25,7 +25,10 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 PyTree = Any
+#: Name of the mesh axis the batch is split over.
 DATA_AXIS = "data"
+#: Data-parallel step implementations (`ParallelConfig.variant`): sharded batch under ``jit`` or explicit
+#: ``shard_map``.
 VARIANTS = ("gspmd", "shard_map")
 
 

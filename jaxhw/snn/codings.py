@@ -34,9 +34,13 @@ __all__ = [
     "period",
 ]
 
+#: Input-layer codings: real-valued input current, Poisson rate, phase, burst, time-to-first-spike.
 INPUT_CODINGS = ("real", "poisson", "phase", "burst", "ttfs")
+#: Hidden-layer neuron codings: rate (IF neurons with the official code's firing threshold, or the standard one),
+#: LIF, phase, burst, TTFS and IBT (signed neurons).
 HIDDEN_CODINGS = ("rate_official", "rate_std", "lif", "phase", "burst", "ttfs", "ibt")
 
+#: Named codings, each an ``(input coding, hidden coding)`` pair (`get_coding` looks them up).
 CODING_PRESETS = {
     "rate-real": ("real", "rate_official"),
     "rate-poisson": ("poisson", "rate_official"),

@@ -34,6 +34,8 @@ from jaxhw.snn.network import SNNet, SNNOp, at_path, forward, synapse
 
 __all__ = ["NORMS", "fold_batchnorm", "snn_ops", "activation_scales", "convert"]
 
+#: Weight-normalization methods of `convert`: the activation statistic (max or 99.9th percentile) and its
+#: granularity (layer, channel, neuron), or none.
 NORMS = ("layer_max", "layer_p99.9", "neuron_p99.9_max", "channel_p99.9", "channel_max", "none")
 _SUPPORTED = ("conv", "dense", "bn", "relu", "leaky_relu", "maxpool", "avgpool", "flatten", "dropout")
 _COLLECTION = "snn_activations"

@@ -29,6 +29,7 @@ class EnergyModel(NamedTuple):
   e_mac: float = 4.6
 
 
+#: 45 nm energies per operation (Horowitz, ISSCC 2014): 0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate.
 HOROWITZ_45NM = EnergyModel()
 
 

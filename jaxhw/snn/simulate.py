@@ -37,7 +37,9 @@ from jaxhw.snn.network import SNNet, at_path, pool, synapse
 __all__ = ["SimResult", "simulate", "logits_fn", "spiking_maxpool", "accuracy_curve", "latency_steps",
            "RECORD_OPTIONS", "MODES"]
 
+#: What `simulate` can record besides the final logits: the decoded output per step, the first spike times.
 RECORD_OPTIONS = ("output", "first_spike")
+#: Simulation schedules that compute the same thing: the whole network per time step, or one layer over all steps.
 MODES = ("stepwise", "layerwise")
 INNER_UNROLL = 1
 

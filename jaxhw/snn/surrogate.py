@@ -16,6 +16,7 @@ from jax import lax
 
 __all__ = ["SURROGATES", "spike_fn", "surrogate_grad", "lif_scan"]
 
+#: Surrogate gradients of the spike function `spike_fn` accepts.
 SURROGATES = ("fast_sigmoid", "arctan", "triangle", "straight_through")
 
 

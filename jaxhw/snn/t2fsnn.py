@@ -28,6 +28,7 @@ from jaxhw.train import TrainConfig, train
 __all__ = ["spike_time", "decode", "quantize", "closed_form", "pipeline_length", "GOState",
            "go_step_analytic", "go_step_grad", "go_loss", "go_transform", "optimize_kernels", "GO_IMPLS"]
 
+#: Implementations of the T2FSNN gradient-based kernel optimization step: the closed-form gradient or `jax.grad`.
 GO_IMPLS = ("analytic", "jax_grad")
 
 

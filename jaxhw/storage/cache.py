@@ -14,6 +14,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+#: Page access orders the cache model knows: sequential epochs, a fresh permutation per epoch, uniform draws
+#: with replacement.
 CACHE_ORDERS = ("sequential", "shuffled", "random")
 
 

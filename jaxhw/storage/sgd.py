@@ -37,11 +37,14 @@ from jaxhw.storage.layout import PagedData, read_pages
 PyTree = Any
 LossFn = Callable[[PyTree, Array, Array], Array]  # (params, x [batch, features], y [batch]) -> mean loss
 
+#: Parallel SGD rules `SGDConfig.algorithm` accepts: synchronous SGD, Downpour, elastic-averaging SGD.
 ALGORITHMS = ("sync", "downpour", "easgd")
+#: EASGD variants: asynchronous (each worker on its own clock) or synchronous (lockstep).
 EASGD_MODES = ("async", "sync")
 
-# Record kinds of an asynchronous schedule.
+#: Record kinds of an asynchronous schedule, the ints 0 to 7 in this order (`KIND_NAMES` names them).
 NOOP, GRAD_DOWNPOUR, SEND, PUSH, FETCH, ELASTIC_READ, GRAD_ANCHOR, GRAD_LOCAL = range(8)
+#: The names of the record kinds, indexed by kind (``KIND_NAMES[PUSH] == "push"``).
 KIND_NAMES = ("noop", "grad_downpour", "send", "push", "fetch", "elastic_read", "grad_anchor", "grad_local")
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+#: Named SSD configurations `ssd_preset` accepts.
 PRESETS = ("sata", "nvme")
-CACHE_PAGE_BYTES = 4096  # the host OS page (the unit of the IHP page cache)
+#: The host OS page in bytes (the unit of the IHP page cache).
+CACHE_PAGE_BYTES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
