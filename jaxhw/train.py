@@ -55,11 +55,11 @@ class TrainConfig:
   """Optimisation settings shared by every study.
 
   Attributes:
-    optimizer: one of `OPTIMIZERS`; ``sam`` is SAM (optax.contrib.sam, opaque mode) around Adam; ``lars``
+    optimizer: one of `jaxhw.train.OPTIMIZERS`; ``sam`` is SAM (optax.contrib.sam, opaque mode) around Adam; ``lars``
       (You et al., arXiv:1708.03888) and ``lamb`` (You et al., arXiv:1904.00962) are the layer-wise large-batch
       rules, with weight decay and trust ratio on kernels only (biases and norm scales excluded).
     lr: peak learning rate (at ``base_batch_size`` when ``lr_scaling`` is ``linear``).
-    schedule: one of `SCHEDULES`.
+    schedule: one of `jaxhw.train.SCHEDULES`.
     warmup_steps: linear warm-up steps for ``warmup_cosine`` and ``warmup_constant``.
     lr_scaling: ``linear`` multiplies ``lr`` by ``batch_size / base_batch_size`` (Goyal et al., arXiv:1706.02677);
       ``none`` keeps it.
@@ -291,7 +291,8 @@ def compiled_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, sam: boo
 
 
 def as_stream(data: tuple[np.ndarray, ...] | Stream, config: TrainConfig) -> Stream:
-  """`data` as a resumable stream: arrays are wrapped in a `BatchIterator` with the config's batch size and seed."""
+  """`data` as a resumable stream: arrays are wrapped in a `jaxhw.data.BatchIterator` (the config's batch size and
+  seed)."""
   if isinstance(data, (tuple, list)):
     return BatchIterator(tuple(data), config.batch_size, seed=config.seed)
   if not isinstance(data, Stream):
@@ -339,13 +340,14 @@ def train(loss_fn: LossFn, params: PyTree, data: tuple[np.ndarray, ...] | Stream
 
   Args:
     loss_fn: ``loss_fn(params, batch, key, step) -> (loss, aux)``, with ``batch`` what the stream yields (the
-      tuple of arrays for array data), ``key`` a fresh PRNG key per step and ``step`` an int32 scalar; ``aux`` is
-      a dict of scalars that is logged. With `model_state`, the signature is
+      tuple of arrays for array data), ``key`` a fresh PRNG key per step, ``fold_in(key(config.seed), step)``
+      (so a resumed run draws the same keys), and ``step`` an int32 scalar; ``aux`` is a dict of scalars that is
+      logged. With `model_state`, the signature is
       ``loss_fn(params, model_state, batch, key, step) -> (loss, (aux, new_model_state))``. Jitted here.
     params: initial parameters (ignored when resuming): any pytree the optimizer updates, e.g. a model's
       ``variables["params"]``, or a dict holding extra optimised state beside them (a dual variable, kernel
       parameters); pass a matching `tx` (e.g. ``optax.multi_transform``) when parts need their own rule.
-    data: training arrays sharing their first axis (shuffled into batches by `BatchIterator`), or any
+    data: training arrays sharing their first axis (shuffled into batches by `jaxhw.data.BatchIterator`), or any
       `jaxhw.data.Stream` (an endless iterator with ``get_state``/``set_state``); a stream without
       ``num_examples`` needs ``config.steps``.
     config: optimisation settings.

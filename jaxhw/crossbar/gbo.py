@@ -42,6 +42,7 @@ from jaxhw.train import TrainConfig, train
 
 RELAXATIONS = ("gumbel", "continuous")
 BUDGET_MODES = ("equality", "hard", "soft")
+#: Pulse counts GBO chooses among per crossbar layer by default ([R]: reconstructed, the paper gives no list).
 DEFAULT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
@@ -256,7 +257,8 @@ def _nearest_log2(t, candidates):
 
 
 def closed_form_allocation(sensitivity: Sequence[float], reads: Sequence[float], budget_e: float,
-                           candidates: Sequence[int] = DEFAULT_CANDIDATES, c_table=None) -> tuple[int, ...]:
+                           candidates: Sequence[int] = DEFAULT_CANDIDATES, c_table=None, *,
+                           discrete: bool = True) -> tuple[int, ...] | np.ndarray:
   """T_l* = B_E sqrt(S_l / R_l) / sum_m sqrt(S_m R_m), rounded in log2, then repaired.
 
   Minimises sum_l S_l sigma^2 / T_l subject to sum_l R_l T_l = B_E (Lagrange). With equal
@@ -268,9 +270,11 @@ def closed_form_allocation(sensitivity: Sequence[float], reads: Sequence[float],
     budget_e: B_E.
     candidates: allowed T.
     c_table: optional (L, K) noise factors for the repair.
+    discrete: False returns the real-valued Lagrange solution T_l* itself (before the log2 rounding and the
+      repair; sum_l R_l T_l* = B_E), e.g. to check it.
 
   Returns:
-    Per-layer pulse counts with E <= B_E.
+    Per-layer pulse counts with E <= B_E (a float64 array of T_l* when `discrete` is False).
 
   References:
     Kim et al., "Gradient-based Bit Encoding Optimization for Noise-Robust Binary Memristive Crossbar",
@@ -281,6 +285,8 @@ def closed_form_allocation(sensitivity: Sequence[float], reads: Sequence[float],
   if s.shape != r.shape:
     raise ValueError(f"sensitivity and reads must have the same shape, got {s.shape}, {r.shape}")
   t = budget_e * np.sqrt(s / r) / np.sum(np.sqrt(s * r))
+  if not discrete:
+    return t
   return repair(_nearest_log2(t, candidates), s, r, budget_e, candidates, c_table)
 
 
