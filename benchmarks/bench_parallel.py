@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks._common import emit  # noqa: E402
-from experiments._cluster_calibrate import dp_step_fn, mlp_problem, psum_fn, time_calls  # noqa: E402
+from jaxhw.experiments._cluster_calibrate import dp_step_fn, mlp_problem, psum_fn, time_calls  # noqa: E402
 from jaxhw.parallel import cost  # noqa: E402
 
 SIZE = 10 * 10**6

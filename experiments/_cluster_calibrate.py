@@ -125,12 +125,17 @@ def dp_step_time(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd", 
 
 def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512), batch: int = 512,
               devices: Sequence[int] = (1, 2, 4), psum_sizes: Sequence[int] = (2**14, 2**18, 2**20, 2**22),
-              repeats: int = 20, statistic: str = "median") -> dict[str, Any]:
+              repeats: int = 20, statistic: str = "median", host_model: str = "launch") -> dict[str, Any]:
   """Fits the host model and predicts held-out configurations; returns a JSON-able record.
 
   Fit: psums of `psum_sizes` bytes over each p > 1 in `devices`, and single-device steps of the `fit_width` MLP at
-  per-device batches ``batch / p``. Held out: data-parallel steps of the `heldout_widths` MLPs on each p > 1.
+  per-device batches ``batch / p``; with ``host_model="launch"`` also the fit width's data-parallel steps, for the
+  per-step launch cost (`cost.fit_launch`). Held out: data-parallel steps of the `heldout_widths` MLPs on each
+  p > 1. Both forms are always predicted (``predicted_step_ms`` follows `host_model`; ``predicted_spec_ms`` is the
+  spec's ``p t_dev(B/p) + T_ar``) and both errors reported.
   """
+  if host_model not in ("launch", "spec"):
+    raise ValueError(f"host_model must be 'launch' or 'spec', got {host_model!r}.")
   import optax
 
   tx = optax.sgd(0.01)
@@ -165,24 +170,34 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
   fit_rows = [{"width": fit_width, "per_device_batch": b, "flops": flops_of(fit_width, b),
                "ms": 1e3 * times["fit", b]} for b in fit_batches]
   t0, rate = cost.fit_compute([r["flops"] for r in fit_rows], [r["ms"] / 1e3 for r in fit_rows])
-  model = {"allreduce_latency_s": a, "allreduce_bandwidth_Bps": b_mem, "t0_s": t0, "flops_per_s": rate}
+  _, fit_params, _ = mlp_problem(fit_width, 1)
+  multi = [p for p in devices if p > 1]
+  launch = cost.fit_launch(
+      multi, [times["step", fit_width, p] for p in multi], [flops_of(fit_width, batch // p) / rate for p in multi],
+      [cost.host_allreduce_time(grad_bytes(fit_params), p, a, b_mem) for p in multi], t0) if multi else 0.0
+  model = {"allreduce_latency_s": a, "allreduce_bandwidth_Bps": b_mem, "flops_per_s": rate, "host_model": host_model,
+           "launch_s": launch if host_model == "launch" else 0.0,
+           "t0_s": t0 - launch if host_model == "launch" else t0, "t0_spec_s": t0}
 
-  def predict(width: int, p: int) -> float:
+  def predict(width: int, p: int, form: str) -> float:
     _, params, _ = mlp_problem(width, 1)
-    return 1e3 * cost.host_step_time(p, flops_of(width, batch // p), grad_bytes(params), t0=t0,
-                                     flops_rate=rate, latency=a, bandwidth=b_mem)
+    ln = launch if form == "launch" else 0.0
+    return 1e3 * cost.host_step_time(p, flops_of(width, batch // p), grad_bytes(params), t0=t0 - ln,
+                                     flops_rate=rate, latency=a, bandwidth=b_mem, launch=ln)
 
   rows = []
   for width in (fit_width, *heldout_widths):
     for p in devices:
       measured = 1e3 * times["step", width, p]
-      predicted = predict(width, p)
+      predicted, spec = predict(width, p, host_model), predict(width, p, "spec")
       rows.append({"width": width, "devices": p, "batch": batch, "step_ms": measured, "predicted_step_ms": predicted,
-                   "error_pct": 100 * abs(predicted - measured) / measured,
+                   "error_pct": 100 * abs(predicted - measured) / measured, "predicted_spec_ms": spec,
+                   "error_spec_pct": 100 * abs(spec - measured) / measured,
                    "held_out": width != fit_width and p > 1})
-  held = [r["error_pct"] for r in rows if r["held_out"]]
+  held = [r for r in rows if r["held_out"]]
+  mean = (lambda k: float(np.mean([r[k] for r in held]))) if held else (lambda k: float("nan"))
   return {"psum_sweep": sweep, "fit_steps": fit_rows, "model": model, "rows": rows,
-          "model_error_pct": float(np.mean(held)) if held else float("nan")}
+          "model_error_pct": mean("error_pct"), "model_error_spec_form_pct": mean("error_spec_pct")}
 
 
 def measure_training(*, width: int, batch: int, steps: int, train_size: int, devices: Sequence[int],

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from jaxhw.experiments import compose
 
 from jaxhw.config import ConfigError, apply_overrides
+from jaxhw.experiments import compose
 
 
 def test_smoke_end_to_end(tmp_path):

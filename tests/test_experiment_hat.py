@@ -2,10 +2,11 @@
 
 import json
 
-import jaxhw.experiments.hat as study
 import numpy as np
 import pytest
 import scipy.stats
+
+import jaxhw.experiments.hat as study
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import pytest
+
 from jaxhw.experiments import ispml
 
 

@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+
 from jaxhw.experiments import qmann
 
 

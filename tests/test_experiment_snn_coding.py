@@ -2,9 +2,9 @@
 
 import json
 
-import jaxhw.experiments.snn_coding as study
 import numpy as np
 
+import jaxhw.experiments.snn_coding as study
 from jaxhw.data.mnist import MnistConfig
 
 

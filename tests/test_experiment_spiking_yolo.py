@@ -3,10 +3,10 @@ without prepared VOC data."""
 
 import json
 
-import jaxhw.experiments.spiking_yolo as study
 import numpy as np
 import pytest
 
+import jaxhw.experiments.spiking_yolo as study
 from jaxhw.data.tfds_adapter import DatasetNotPreparedError
 
 

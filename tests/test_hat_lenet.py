@@ -5,10 +5,10 @@ import json
 
 import jax
 import jax.numpy as jnp
-import jaxhw.experiments.hat_lenet as study
 import numpy as np
 import pytest
 
+import jaxhw.experiments.hat_lenet as study
 from jaxhw import faults as F
 from jaxhw import pytree as _tree
 from jaxhw.data import MnistConfig, load_mnist_splits

@@ -218,3 +218,18 @@ def test_calibration_fitters_recover_synthetic_constants():
   assert a == pytest.approx(25e-6, rel=0.05) and bw == pytest.approx(19e9, rel=0.02)
   t0, r = cost.fit_compute([1e6, 2e6, 4e6], [1e-4 + f / 5e9 for f in (1e6, 2e6, 4e6)])
   assert t0 == pytest.approx(1e-4) and r == pytest.approx(5e9)
+
+
+def test_launch_fit_recovers_a_per_step_cost_and_predicts_by_hand():
+  # T(p) = L + p (t0 + c_p) + A_p with L = 3e-4, t0 = 1e-4: the single-device intercept is L + t0 = 4e-4.
+  L, t0 = 3e-4, 1e-4
+  p = np.array([2, 4, 8])
+  c = np.array([5e-4, 2.5e-4, 1.25e-4])
+  a = np.array([1e-4, 2e-4, 4e-4])
+  times = L + p * (t0 + c) + a
+  assert cost.fit_launch(p, times, c, a, L + t0) == pytest.approx(L)
+  assert cost.fit_launch(p, p * (L + t0 + c) + a, c, a, L + t0) == pytest.approx(0.0, abs=1e-12)  # spec form
+  assert cost.fit_launch(p, times + 1.0, c, a, L + t0) == 0.0  # clipped at 0 (a negative launch cost)
+  got = cost.host_step_time(4, 2.5e-4 * 5e9, 19e9 * 1e-4, t0=t0, flops_rate=5e9, latency=0.0, bandwidth=19e9,
+                            launch=L)
+  assert got == pytest.approx(L + 4 * (t0 + 2.5e-4) + 4 * 1e-4)

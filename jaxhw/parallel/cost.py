@@ -194,7 +194,35 @@ def fit_compute(flops, times) -> tuple[float, float]:
 
 
 def host_step_time(p: int, device_flops: float, grad_bytes: float, *, t0: float, flops_rate: float,
-                   latency: float, bandwidth: float) -> float:
-  """T_step(p) = p t_dev(B/p) + T_ar(p, S), with t_dev = t0 + F(B/p) / R (`device_flops` is F at the per-device
-  batch): the simulated devices run one after another on the shared cores."""
-  return p * (t0 + device_flops / flops_rate) + host_allreduce_time(grad_bytes, p, latency, bandwidth)
+                   latency: float, bandwidth: float, launch: float = 0.0) -> float:
+  """T_step(p) = launch + p t_dev(B/p) + T_ar(p, S), with t_dev = t0 + F(B/p) / R (`device_flops` is F at the
+  per-device batch): the simulated devices run one after another on the shared cores.
+
+  `launch` is a per-step cost paid once whatever p (dispatching the step); 0 gives the spec's form
+  ``p t_dev(B/p) + T_ar``, where the whole fixed cost of a single-device step is repeated per device. Fit it with
+  `fit_launch`.
+  """
+  return launch + p * (t0 + device_flops / flops_rate) + host_allreduce_time(grad_bytes, p, latency, bandwidth)
+
+
+def fit_launch(devices, times, compute, allreduce, t_fixed: float) -> float:
+  """Least-squares per-step launch cost L of T(p) = L + p (t_fixed - L) + p C(p) + A(p) for steps measured on
+  several device counts, where the single-device fit gives ``t_fixed = L + t0`` (the fixed cost of one
+  single-device step, split into a per-step part L and a per-device part t0). Clipped to ``[0, t_fixed]``.
+
+  Args:
+    devices: device counts p of the measured steps.
+    times: their measured step times (s).
+    compute: per-device compute time ``F(B/p) / R`` at each (s).
+    allreduce: the all-reduce time ``T_ar(p, S)`` at each (s).
+    t_fixed: the intercept of the single-device fit (`fit_compute`'s t0).
+
+  Returns:
+    L in seconds.
+  """
+  p, t, c, a = (np.asarray(v, dtype=float) for v in (devices, times, compute, allreduce))
+  resid = t - p * (t_fixed + c) - a  # = L (1 - p)
+  x = 1.0 - p
+  if not np.any(x != 0):
+    return 0.0
+  return float(np.clip(np.sum(resid * x) / np.sum(x * x), 0.0, t_fixed))
