@@ -125,7 +125,7 @@ def dp_step_time(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd", 
 
 def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512), batch: int = 512,
               devices: Sequence[int] = (1, 2, 4), psum_sizes: Sequence[int] = (2**14, 2**18, 2**20, 2**22),
-              repeats: int = 20, statistic: str = "median", host_model: str = "launch") -> dict[str, Any]:
+              repeats: int = 20, statistic: str = "median", host_model: str = "spec") -> dict[str, Any]:
   """Fits the host model and predicts held-out configurations; returns a JSON-able record.
 
   Fit: psums of `psum_sizes` bytes over each p > 1 in `devices`, and single-device steps of the `fit_width` MLP at

@@ -47,9 +47,9 @@ class MeasureConfig:
   train_size: int = 2048
   repeats: int = 20                      # timing repeats, interleaved round-robin
   statistic: str = "min"                 # min (robust on a shared, busy machine) or median
-  # Host model: "launch" = L + p t_dev(B/p) + T_ar (a per-step launch cost L fitted on the fit width's steps; the
-  # default since 2026-11-29) or "spec" = p t_dev(B/p) + T_ar (the spec's form; both errors are always reported).
-  host_model: str = "launch"
+  # Host model: "spec" = p t_dev(B/p) + T_ar (the spec's form, default) or "launch" = L + p t_dev(B/p) + T_ar (a
+  # per-step launch cost L fitted on the fit width's data-parallel steps); both errors are always reported.
+  host_model: str = "spec"
   psum_sizes: tuple[int, ...] = (2**14, 2**18, 2**20, 2**22)
   timeout_s: float = 600.0
 
