@@ -103,7 +103,8 @@ class Config:
 
 def get_config(preset: str = "quick") -> Config:
   """Presets: ``smoke`` (seconds, for tests), ``quick`` (a few minutes on 2 CPU cores), ``full`` (all test images,
-  every bit of both conv layers, more draws; hours on a CPU)."""
+  every bit of both conv layers, more draws; hours on a CPU). This study composes effects from three papers and
+  has no paper setting of its own: ``full`` is its largest scale on the vendored MNIST (no external data)."""
   check_preset(preset)
   if preset == "smoke":
     return Config(data=DataConfig(train_size=1000, test_size=1000, eval_images=300),
@@ -346,6 +347,9 @@ def _report(workdir: Path, config: Config, summary: dict, plots: list[str], data
               if r["method"] == m] for m in methods])
   ratio = s["ratio_snn_over_ann"]
   notes = [
+      "Scale: " + ("the `full` preset (this study has no paper setting of its own: every bit of both conv layers, "
+                   "all test images)." if config == get_config("full") else "reduced (`--preset full`: every bit "
+                   "of both conv layers, all 10,000 test images); no paper gives this composition's figures."),
       f"Part 1 sweeps every parameter of {', '.join(s['layers'])} at bits {min(sc.bits)}-{max(sc.bits)} "
       f"({s['flips']:,} flips) on {s['images']} test images, screened on {sc.screen_images} images then re-scored; "
       f"the SNN uses {sc.coding} coding for {sc.steps} steps. Non-finite weights are simulated as IEEE arithmetic "

@@ -51,6 +51,8 @@ PAPER_T2FSNN_SPIKE_RATIO = 0.01
 # LeNet-5 on the same 5k MNIST images (experiments/mnist_baseline.py, quick): the deep net's accuracy reference.
 LENET5_QUICK_ACCURACY = 0.9778
 
+NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+
 ROWS = ("rate-real", "rate-poisson", "phase", "burst", "hybrid", "ttfs", "ttfs+GO", "ttfs+GO+EF")
 
 
@@ -388,7 +390,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
   x, y, xt, yt = _load(config)
-  layers = MNIST_CNN if config.model.arch == "mnist_cnn" else vgg16_layers(int(yt.max()) + 1)
+  layers = MNIST_CNN if config.model.arch == "mnist_cnn" else vgg16_layers(NUM_CLASSES[config.data.dataset])
 
   # 1. ANN: batch norm's running statistics are model state carried by the trainer.
   model, variables = _train_ann(config, layers, x, y, workdir, config.train, config.model.arch, quiet)

@@ -1,13 +1,15 @@
 """The ``jaxhw`` command line: list, run, reproduce, sweep and report studies.
 
-Exit codes: 0 ok; 1 a run failed (the error is printed; checkpoints are kept); 2 usage error (unknown study,
-preset or config key, a value of the wrong type); 143 interrupted by SIGTERM after saving a checkpoint (rerun the
-same command to resume).
+Exit codes: 0 ok; 1 a run failed (the error is printed; checkpoints are kept), or a data set it needs is not
+prepared (the message names it, where it was looked for and the ``tfds build`` command; nothing is trained, no
+``summary.json`` is written, so the run is not marked finished); 2 usage error (unknown study, preset or config key,
+a value of the wrong type); 143 interrupted by SIGTERM after saving a checkpoint (rerun the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -30,8 +32,10 @@ _EPILOG = """examples:
   jaxhw report runs/quick                                      # rebuild report.md and index.html
 
 Runs are resumable: rerunning a command continues from its checkpoints, and finished
-runs (summary.json present) are skipped by reproduce and sweep.
-exit codes: 0 ok, 1 run failure, 2 usage error, 143 interrupted by SIGTERM (state saved)."""
+runs (summary.json present) are skipped by reproduce and sweep. A study whose data set is not
+prepared (the full presets read CIFAR-10/100, MNIST and VOC 2007 through tensorflow-datasets) stops
+before training with the `tfds build` command to run; reproduce lists every such study at the end.
+exit codes: 0 ok, 1 run failure or missing data, 2 usage error, 143 interrupted by SIGTERM (state saved)."""
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -192,7 +196,8 @@ def _cmd_run(args) -> int:
   config = make_config(args.study, args.preset, sets)
   # Process 0 writes WORKDIR; the others keep their own copy (and checkpoints) out of the report's way.
   own = workdir if rank == 0 else workdir / "checkpoints" / f"process_{rank}"
-  summary = run_study(args.study, config, own, quiet=args.quiet or rank > 0, parallel=parallel)
+  with _refusal_leaves_no_trace(own):
+    summary = run_study(args.study, config, own, quiet=args.quiet or rank > 0, parallel=parallel)
   if rank == 0:
     write_index(workdir, title=f"jaxhw: {args.study} ({args.preset})")
     _print_summary(args.study, summary, workdir)
@@ -208,8 +213,10 @@ def _cmd_reproduce(args) -> int:
   names = [n.strip() for n in args.only.split(",") if n.strip()] or list_studies()
   for name in names:
     load_study(name)  # validate every name before running anything
+  from jaxhw.data import MissingDataError
+
   root = Path(args.workdir)
-  failures = []
+  failures, missing = [], []
   for i, name in enumerate(names, 1):
     workdir = root / name
     if is_finished(workdir) and not args.rerun:
@@ -220,19 +227,63 @@ def _cmd_reproduce(args) -> int:
     print(f"[{i}/{len(names)}] {name} ({args.preset}) ...", flush=True)
     t0 = time.perf_counter()
     try:
-      summary = run_study(name, make_config(name, args.preset), workdir, quiet=args.quiet)
+      with _refusal_leaves_no_trace(workdir):
+        summary = run_study(name, make_config(name, args.preset), workdir, quiet=args.quiet)
+    except MissingDataError as e:  # refused before training: listed at the end with the command that fixes it
+      missing.append((name, e))
+      print(f"[{name}] not run: missing data: {_missing_what(e)}", file=sys.stderr)
+      continue
     except Exception as e:  # noqa: BLE001 - one study's failure must not stop the others
       failures.append(name)
       print(f"[{name}] FAILED after {time.perf_counter() - t0:.0f}s: {type(e).__name__}: {e}", file=sys.stderr)
       traceback.print_exc()
       continue
     _print_summary(name, summary, workdir)
-  md, page = write_index(root, title=f"jaxhw results ({args.preset} preset)")
-  print(f"report: {md}\n        {page}")
+  try:
+    md, page = write_index(root, title=f"jaxhw results ({args.preset} preset)")
+    print(f"report: {md}\n        {page}")
+  except FileNotFoundError:  # no study has a report yet (every one refused or failed)
+    print(f"report: none, no study below {root} has finished")
+  if missing:
+    print(f"not run, missing data ({len(missing)} of {len(names)} studies; prepare the data sets, then rerun the "
+          "same command, which skips the finished studies):", file=sys.stderr)
+    for name, e in missing:
+      print(f"  {name}: {_missing_what(e)}", file=sys.stderr)
+    commands = list(dict.fromkeys(getattr(e, "command", "") for _, e in missing if getattr(e, "command", "")))
+    for command in commands:
+      print(f"    {command}", file=sys.stderr)
   if failures:
     print(f"failed studies: {', '.join(failures)}", file=sys.stderr)
-    return EXIT_FAILURE
-  return EXIT_OK
+  return EXIT_FAILURE if failures or missing else EXIT_OK
+
+
+def _missing_what(e: BaseException) -> str:
+  """One line naming the missing data set and where it was looked for (`DatasetNotPreparedError` attributes, else
+  the message's first line)."""
+  dataset, data_dir = getattr(e, "dataset", ""), getattr(e, "data_dir", None)
+  if dataset:
+    return f"tfds dataset {dataset!r} not prepared in {data_dir}"
+  return str(e).splitlines()[0]
+
+
+@contextlib.contextmanager
+def _refusal_leaves_no_trace(workdir: Path):
+  """When the run inside is refused for missing data (`jaxhw.data.MissingDataError`) and `workdir` held nothing
+  before, removes what the refused run created (its ``config.json``), so a refusal leaves no half-started run
+  behind. A workdir that already held something is left as it was."""
+  from jaxhw.data import MissingDataError
+
+  workdir = Path(workdir)
+  fresh = not workdir.exists() or not any(workdir.iterdir())
+  try:
+    yield
+  except MissingDataError:
+    if fresh and workdir.is_dir():
+      for name in ("config.json", "metrics.jsonl"):
+        (workdir / name).unlink(missing_ok=True)
+      if not any(workdir.iterdir()):
+        workdir.rmdir()
+    raise
 
 
 def _cmd_sweep(args) -> int:
@@ -308,6 +359,7 @@ def _in_distributed_run() -> bool:
 
 def _report_error(e: BaseException) -> int:
   from jaxhw.config import ConfigError
+  from jaxhw.data import MissingDataError
   from jaxhw.studies import UnknownStudyError
   from jaxhw.train import TrainingInterrupted
 
@@ -316,6 +368,9 @@ def _report_error(e: BaseException) -> int:
   except (ConfigError, UnknownStudyError) as e:
     print(f"jaxhw: error: {e}", file=sys.stderr)
     return EXIT_USAGE
+  except MissingDataError as e:
+    print(f"jaxhw: missing data, nothing was run (no summary.json written): {e}", file=sys.stderr)
+    return EXIT_FAILURE
   except ValueError as e:
     print(f"jaxhw: run failed: {type(e).__name__}: {e}", file=sys.stderr)
     return EXIT_FAILURE

@@ -74,7 +74,8 @@ def test_config_presets():
   assert quick.eval.sweep_params == 0 or quick.eval.sweep_params >= 2000  # exhaustive, or >= 2,000 sampled
   assert quick.data.sweep_images == 1000 and len(quick.seeds) >= 1
   assert study.get_config("smoke").eval.sweep_params > 0  # the smoke test covers the sampled path
-  assert study.get_config("full").eval.sweep_params == 0
+  full = study.get_config("full")  # the paper's CIFAR-10 ResNet-18: the spec's sampled sweep of bits 23-30
+  assert full.model.arch == "resnet18" and full.eval.sweep_params >= 20000 and full.eval.sweep_bits == "exponent"
   with pytest.raises(ValueError, match="preset"):
     study.get_config("huge")
 

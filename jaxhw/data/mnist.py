@@ -88,18 +88,24 @@ class MnistConfig:
     val_size: images held out of the 5k training subset for validation / model selection (0: none).
     test_size: test images (0: all 10,000).
     split_seed: seed of the train/validation permutation (None: the run's own seed).
+    source: ``"vendored"`` (the 5k training subset and the 10k test set shipped with jaxhw) or ``"tfds"`` (the
+      full 60,000 / 10,000 MNIST prepared with ``tfds build mnist``, read through `jaxhw.data.tfds_source`; the
+      `full` presets' setting).
   """
 
   train_size: int = 0
   val_size: int = 0
   test_size: int = 0
   split_seed: int | None = None
+  source: str = "vendored"
 
   def __post_init__(self):
     for name in ("train_size", "val_size", "test_size"):
       if getattr(self, name) < 0:
         raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}.")
-    if self.val_size >= 5000:
+    if self.source not in ("vendored", "tfds"):
+      raise ValueError(f"data.source must be 'vendored' or 'tfds', got {self.source!r}.")
+    if self.source == "vendored" and self.val_size >= 5000:
       raise ValueError(f"data.val_size must be < 5000 (the vendored training subset), got {self.val_size}.")
     if self.test_size > 10000:
       raise ValueError(f"data.test_size must be <= 10000 (the vendored test set), got {self.test_size}.")
@@ -117,7 +123,7 @@ class MnistSplits(NamedTuple):
 
 
 def load_mnist_splits(config: MnistConfig = MnistConfig(), seed: int = 0) -> MnistSplits:
-  """The vendored MNIST cut as `config` says; the one loader every study uses.
+  """MNIST cut as `config` says (vendored, or the full set through tfds); the one loader every study uses.
 
   Args:
     config: sizes and split seed.
@@ -125,9 +131,20 @@ def load_mnist_splits(config: MnistConfig = MnistConfig(), seed: int = 0) -> Mni
 
   Returns:
     `MnistSplits` of float32 NHWC images in [0, 1] and int32 labels.
+
+  Raises:
+    DatasetNotPreparedError: ``source="tfds"`` and ``mnist`` is not prepared (the message says how to prepare it).
   """
-  x, y = load_mnist("train")
-  xt, yt = load_mnist("test")
+  if config.source == "tfds":
+    from jaxhw.data.tfds_adapter import tfds_arrays
+
+    x, y = tfds_arrays("mnist", "train")
+    xt, yt = tfds_arrays("mnist", "test")
+    x, xt = (a.reshape(len(a), 28, 28, 1).astype(np.float32) / 255.0 for a in (x, xt))
+    y, yt = y.astype(np.int32), yt.astype(np.int32)
+  else:
+    x, y = load_mnist("train")
+    xt, yt = load_mnist("test")
   if config.val_size:
     x, y, xv, yv = train_val_split(x, y, config.val_size,
                                    seed if config.split_seed is None else config.split_seed)

@@ -20,7 +20,9 @@ from jaxhw.data.tfds_adapter import tfds_source
 
 __all__ = ["VOC_CLASSES", "VOC_NAME", "VocSet", "load_voc"]
 
+#: The tensorflow-datasets name of PASCAL VOC 2007, which `load_voc` reads.
 VOC_NAME = "voc/2007"
+#: The 20 PASCAL VOC class names, in label order.
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
