@@ -120,7 +120,11 @@ def _cmd_list(args) -> int:
   from jaxhw.studies import list_studies, load_study, study_summary
 
   for name in list_studies():
-    print(f"{name:20s} {study_summary(load_study(name))}")
+    try:
+      summary = study_summary(load_study(name))
+    except Exception as e:  # noqa: BLE001 - one broken study must not hide the others
+      summary = f"(cannot be loaded: {type(e).__name__}: {e})"
+    print(f"{name:20s} {summary}")
   return EXIT_OK
 
 
@@ -330,6 +334,7 @@ def _cmd_report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   """Entry point of ``jaxhw`` and ``python -m jaxhw``; returns the exit code."""
+  _short_study_warnings()
   parser = _build_parser()
   args = parser.parse_args(argv)
   if not getattr(args, "command", None):
@@ -346,6 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
     os._exit(rc)
   return rc
+
+
+def _short_study_warnings() -> None:
+  """Prints `jaxhw.studies.StudyWarning` (a skipped or shadowed external study) as one ``jaxhw: warning:`` line."""
+  import warnings
+
+  from jaxhw.studies import StudyWarning
+
+  default = warnings.formatwarning
+  if getattr(default, "_jaxhw", False):
+    return
+
+  def fmt(message, category, filename, lineno, line=None):
+    if issubclass(category, StudyWarning):
+      return f"jaxhw: warning: {message}\n"
+    return default(message, category, filename, lineno, line)
+
+  fmt._jaxhw = True
+  warnings.formatwarning = fmt
 
 
 def _in_distributed_run() -> bool:

@@ -117,3 +117,29 @@ def test_without_external_studies_nothing_warns():
     warnings.simplefilter("error", StudyWarning)
     names = list_studies()
   assert "mnist_baseline" in names and "ext_demo" not in names
+
+
+def test_study_warnings_print_as_one_short_line(monkeypatch):
+  from jaxhw import cli
+
+  monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+  cli._short_study_warnings()
+  line = warnings.formatwarning(StudyWarning("entry point 'x' skipped"), StudyWarning, "studies.py", 1)
+  assert line == "jaxhw: warning: entry point 'x' skipped\n"
+  assert "UserWarning" in warnings.formatwarning(UserWarning("other"), UserWarning, "f.py", 1)
+
+
+def test_list_survives_a_study_that_fails_to_load(monkeypatch, capsys):
+  from jaxhw import cli
+
+  real = studies.load_study
+
+  def flaky(name):
+    if name == "gbo":
+      raise ImportError("no module named 'missing_dependency'")
+    return real(name)
+
+  monkeypatch.setattr(studies, "load_study", flaky)
+  assert cli.main(["list"]) == 0
+  out = capsys.readouterr().out
+  assert "gbo" in out and "cannot be loaded: ImportError" in out and "hat_lenet" in out
