@@ -2,9 +2,12 @@ import dataclasses
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
 from jaxhw.experiments import qmann
+from jaxhw.mann.recipe import predict
 
 
 def test_smoke_end_to_end(tmp_path):
@@ -38,3 +41,19 @@ def test_presets_are_frozen_and_distinct():
     quick.seed = 1
   with pytest.raises(ValueError, match="preset"):
     qmann.get_config("huge")
+
+
+def test_output_norms_bound_the_logits():
+  """The pruned fallback's Cauchy-Schwarz bound holds for the float and the quantized (qmann-8) output layers."""
+  config = qmann.get_config("smoke")
+  splits = qmann.load_splits(config.data.tasks, **qmann._split_kwargs(config, True))
+  for variant in (qmann.Variant("float", None, False), qmann.Variant("qmann-8", 8, True)):
+    transform, sim, act, _ = qmann.variant_parts(variant, config.hardware, config.model.hops)
+    model = qmann._model(splits, config.model.dim, config, sim, act)
+    params = model.init(jax.random.key(0), splits.train.stories[:2], splits.train.queries[:2])["params"]
+    params = jax.tree.map(lambda p: p * 20, params)  # large enough for the formats to matter
+    rows, query = qmann._output_norms(model, transform, params, splits.val, config.model.hops)
+    logits = predict(qmann._evaluator(model, transform), params, splits.val)
+    bound = rows[None, :] * query[:, None]
+    assert np.all(np.abs(logits) <= bound * (1 + 1e-5) + 1e-6)
+    assert np.max(np.abs(logits) / np.maximum(bound, 1e-9)) > 0.3  # the captured u is the output layer's input

@@ -13,12 +13,15 @@ from jaxhw.mann.similarity import (
   hamming_popcount,
   hamming_scores_int,
   hamming_terms,
+  hamming_words,
   naive_similarity,
+  pack_words,
 )
 
 
-def _numpy_reference(qs, qm, ms, mm, wl, prestep=True):
-  """Per-dimension, per-bit loop: sum_j sigma_a sigma_b sum_k 2^(WL-1-k) XNOR(bit_k(M_a'), bit_k(M_b'))."""
+def _numpy_reference(qs, qm, ms, mm, wl, prestep=True, shift=0):
+  """Per-dimension, per-bit loop: sum_j sigma_a sigma_b sum_k 2^(WL-1-k) XNOR(bit_k(M_a'), bit_k(M_b')), each
+  term's magnitude shifted right by `shift` (truncation toward zero) before the sum."""
   b, m, d = ms.shape
   out = np.zeros((b, m), np.int64)
   ones = 2 ** (wl - 1) - 1
@@ -39,18 +42,21 @@ def _numpy_reference(qs, qm, ms, mm, wl, prestep=True):
         for k in range(1, wl):
           bit = wl - 1 - k
           x += (2 ** bit) * (1 - (((a >> bit) & 1) ^ ((c >> bit) & 1)))
-        total += sa * sb * x
+        total += sa * sb * (x >> shift)
       out[i, s] = total
   return out
 
 
 def _random_codes(key, wl, b=2, m=3, d=37):
+  """Random sign-magnitude codes; a third of the magnitudes are the extremes 0 and 2^(WL-1) - 1."""
   ks = jax.random.split(key, 4)
   top = 2 ** (wl - 1)
   qs = jnp.where(jax.random.bernoulli(ks[0], 0.5, (b, d)), -1, 1)
   ms = jnp.where(jax.random.bernoulli(ks[1], 0.5, (b, m, d)), -1, 1)
   qm = jax.random.randint(ks[2], (b, d), 0, top)
   mm = jax.random.randint(ks[3], (b, m, d), 0, top)
+  qm = jnp.where(qm % 3 == 0, jnp.where(qm % 2 == 0, 0, top - 1), qm)
+  mm = jnp.where(mm % 3 == 0, jnp.where(mm % 2 == 0, 0, top - 1), mm)
   return (qs, qm), (ms, mm)
 
 
@@ -67,6 +73,28 @@ class HammingTest(chex.TestCase):
         exact = self.variant(lambda *a, w=wl, md=mode: hamming_scores_int(
             a[:2], a[2:], w, w + 2, None, mode=md))(qs, qm, ms, mm)
         np.testing.assert_array_equal(np.asarray(exact), ref)  # exact terms are in units of 2^-(WL-1+3)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_packed_word_kernel_matches_numpy_reference(self):
+    """8-bit words packed four to a uint32: every term width (shift), the three modes, d not a multiple of 4."""
+    for d in (3, 50):
+      (qs, qm), (ms, mm) = _random_codes(jax.random.key(d), 8, d=d)
+      ms = ms.at[0, 0].set(qs[0])
+      mm = mm.at[0, 0].set(qm[0])  # a memory equal to the query: every term at its maximum
+      qw, mw = pack_words(qs, qm, role="query"), pack_words(ms, mm, role="memory")
+      arrays = [np.asarray(a) for a in (qs, qm, ms, mm)]
+      for shift in (0, 5):  # exact terms (lanes fold word by word); Q(1.2.5) terms (13 words a lane)
+        frac = 10 - shift  # term fraction bits: units of 2^-(WL-1+3) shifted right
+        for mode, prestep in (("whs", True), ("whs_raw", False)):
+          ref = _numpy_reference(*arrays, 8, prestep, shift)
+          got = self.variant(lambda a, b, f=frac, md=mode, n=d: hamming_words(a, b, n, f, None, mode=md))(qw, mw)
+          np.testing.assert_array_equal(np.asarray(got), ref)
+        sign = (arrays[0][:, None] * arrays[2]).sum(-1) * (128 >> shift)
+        got = self.variant(lambda a, b, f=frac, n=d: hamming_words(a, b, n, f, None, mode="sign"))(qw, mw)
+        np.testing.assert_array_equal(np.asarray(got), sign)
+      ref = np.clip(_numpy_reference(*arrays, 8, True, 5), -127, 127)
+      got = self.variant(lambda a, b, n=d: hamming_words(a, b, n, 5, 127))(qw, mw)
+      np.testing.assert_array_equal(np.asarray(got), ref)
 
   def test_closed_form(self):
     wl = 6

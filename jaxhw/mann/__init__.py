@@ -49,7 +49,9 @@ from jaxhw.mann.similarity import (
                                     hamming_popcount,
                                     hamming_scores_int,
                                     hamming_terms,
+                                    hamming_words,
                                     naive_similarity,
+                                    pack_words,
 )
 from jaxhw.mann.threshold import (
                                     ThresholdReport,
@@ -69,6 +71,6 @@ __all__ = [
     "quantize_value", "saturated_fraction", "to_codes",
     "Recipe", "fit", "make_loss_fn", "make_optimizer", "predict", "task_errors",
     "bounded_hamming_similarity", "dot_similarity", "hamming_inference_scores", "hamming_popcount",
-    "hamming_scores_int", "hamming_terms", "naive_similarity",
+    "hamming_scores_int", "hamming_terms", "hamming_words", "naive_similarity", "pack_words",
     "ThresholdReport", "Thresholds", "calibrate", "evaluate", "thresholded_predict", "thresholded_predict_loop",
 ]

@@ -12,8 +12,10 @@ Bounded weighted-Hamming similarity (``whs``) on sign-magnitude codes a = u_j, b
 * score ``S_i = Q(sum_j Q(2^-3 s_j))``: bounded by d/8, it cannot overflow the way a dot product does.
 
 The closed form ``s_j = sigma_a sigma_b (2^(WL-1) - 1 - D) / 2^(WL-1)``, with D = |M_a - M_b| for equal signs and
-min(M_a + M_b, 2^(WL-1) - 1) otherwise, is what the jitted path computes; `hamming_popcount` computes the same
-integers with per-bit-plane XNOR and ``lax.population_count`` over packed words, as the hardware does.
+min(M_a + M_b, 2^(WL-1) - 1) otherwise (both are min(|sigma_a M_a - sigma_b M_b|, 2^(WL-1) - 1)), is what the
+training path computes; `hamming_words` computes the same integers on 8-bit sign-magnitude words packed four to a
+uint32 (SWAR, the inference path at 8 bits), and `hamming_popcount` with per-bit-plane XNOR and
+``lax.population_count`` over packed bit planes, as the hardware does.
 
 References:
   Park et al., "Quantized Memory-Augmented Neural Networks", AAAI 2018, arXiv:1711.03712.
@@ -73,11 +75,10 @@ def hamming_terms(a_sign: Int[Array, "..."], a_mag: Int[Array, "..."], b_sign: I
     return sigma * full
   ones = full - 1
   if mode == "whs":
-    same = a_sign == b_sign
-    low = jnp.minimum(a_mag, b_mag)
-    a_new = jnp.where(same, a_mag - low, jnp.where(a_mag >= b_mag, jnp.minimum(a_mag + b_mag, ones), 0))
-    b_new = jnp.where(same, b_mag - low, jnp.where(a_mag >= b_mag, 0, jnp.minimum(a_mag + b_mag, ones)))
-    a_mag, b_mag = a_new, b_new
+    # After the pre-step one magnitude is 0 and the other is D, so XNOR = ones - D with D = |M_a - M_b| (equal
+    # signs) or min(M_a + M_b, ones) (opposite signs): both are min(|sigma_a M_a - sigma_b M_b|, ones).
+    dist = jnp.minimum(jnp.abs(a_sign * a_mag - b_sign * b_mag), ones)
+    return sigma * (ones - dist)
   return sigma * (ones - jnp.bitwise_xor(a_mag, b_mag))
 
 
@@ -147,6 +148,98 @@ def hamming_popcount(query_codes: tuple[Array, Array], memory_codes: tuple[Array
   return total
 
 
+_LANES = 4                    # 8-bit sign-magnitude words per uint32
+_ONES = 0x01010101            # 1 in every byte lane
+_PAD = {"query": 0x00, "memory": 0x7F}  # +0 against +127: D = 127, a zero term in whs and whs_raw
+
+
+def pack_words(sign: Int[Array, "... dim"], magnitude: Int[Array, "... dim"], role: str = "memory"
+               ) -> Int[Array, "... words"]:
+  """Packs 8-bit sign-magnitude codes (sign bit 7, magnitude bits 0..6), four to a ``uint32``.
+
+  The last axis is padded to a multiple of 4 with words that contribute nothing to a ``whs``/``whs_raw`` score
+  (``+0`` for the query, ``+127`` for the memories); `hamming_words` corrects ``sign`` mode for them.
+
+  Args:
+    sign: ``+-1``, as from `to_codes`.
+    magnitude: ``[0, 127]``.
+    role: ``"query"`` or ``"memory"`` (which padding word).
+  """
+  if role not in _PAD:
+    raise ValueError(f"role must be 'query' or 'memory', got {role!r}.")
+  w = (jnp.where(sign < 0, 0x80, 0) + magnitude).astype(jnp.uint8)
+  d = w.shape[-1]
+  n = -(-d // _LANES)
+  w = jnp.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, n * _LANES - d)], constant_values=_PAD[role])
+  return jax.lax.bitcast_convert_type(w.reshape(w.shape[:-1] + (n, _LANES)), jnp.uint32)
+
+
+def _lane_total(x: Array) -> Array:
+  """The sum of the four byte lanes of each uint32, as int32."""
+  pairs = (x & jnp.uint32(0x00FF00FF)) + ((x >> 8) & jnp.uint32(0x00FF00FF))
+  return ((pairs & jnp.uint32(0xFFFF)) + (pairs >> 16)).astype(jnp.int32)
+
+
+def hamming_words(query_words: Int[Array, "batch words"], memory_words: Int[Array, "batch memory words"],
+                  dim: int, term_frac_bits: int | None, score_max_code: int | None, *, mode: str = "whs"
+                  ) -> Int[Array, "batch memory"]:
+  """`hamming_scores_int` for 8-bit codes on packed words: four sign-magnitude bytes per uint32, SWAR arithmetic.
+
+  Each byte lane computes ``X = 127 - D`` without carries into its neighbours (``D = |M_a - M_b|`` for equal signs,
+  ``min(M_a + M_b, 127)`` otherwise: the pre-stepped XNOR; ``whs_raw`` XNORs the raw magnitudes), truncates it to
+  the term format by a shift, and adds it to or subtracts it from a biased lane accumulator by sign agreement; the
+  lanes are folded into one sum per score at the end. ``sign`` mode is ``d - 2 popcount(sign XOR)``. Bit-exact
+  with `hamming_scores_int` for word length 8.
+
+  Args:
+    query_words: `pack_words` of u (role ``"query"``).
+    memory_words: `pack_words` of m (role ``"memory"``).
+    dim: d, the unpadded length (for ``sign`` mode's padding correction).
+    term_frac_bits, score_max_code, mode: as `hamming_scores_int`.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  u32 = jnp.uint32
+  hi, low7 = u32(0x80 * _ONES), u32(0x7F * _ONES)
+  a, b = query_words[:, None, :], memory_words
+  shift = 7 + SCORE_SHIFT - (term_frac_bits if term_frac_bits is not None else 10)
+  diff = (a ^ b) & hi                                  # bit 7 of a lane: the signs differ
+  if mode == "sign":
+    n_words = memory_words.shape[-1]
+    agree = _LANES * n_words - 2 * jax.lax.population_count(diff).astype(jnp.int32).sum(-1) \
+        - (_LANES * n_words - dim)                       # the padding lanes agree (+0 vs +127)
+    term = 128 >> shift if shift > 0 else 128 << -shift
+    total = agree * term
+  else:
+    dmask = diff - (diff >> 7)                      # 0x7F in the lanes whose signs differ
+    ma, mb = a & low7, b & low7
+    if mode == "whs":
+      r0, r1 = (ma | hi) - mb, (mb | hi) - ma          # 128 + M_a - M_b and 128 + M_b - M_a, no borrow out
+      ge = r0 & hi
+      gmask = ge - (ge >> 7)                           # 0x7F where M_a >= M_b
+      dist_same = (r0 & gmask) | (r1 & ~gmask)         # |M_a - M_b| in bits 0..6
+      s = ma + mb
+      over = s & hi
+      dist_opp = s | (over - (over >> 7))              # min(M_a + M_b, 127) in bits 0..6
+      x = ~((dist_same & ~dmask) | (dist_opp & dmask)) & low7   # 127 - D
+    else:
+      x = ~(ma ^ mb) & low7
+    tmax = 0x7F >> max(shift, 0)                     # the largest truncated term
+    t = (x >> max(shift, 0)) & u32(tmax * _ONES)
+    v = (u32(tmax * _ONES) + (t & ~dmask)) - (t & dmask)   # tmax + sigma t per lane, in [0, 2 tmax]
+    n_words = v.shape[-1]
+    group = max(1, 255 // max(1, 2 * tmax))            # words a lane can accumulate below 256
+    total = jnp.zeros(v.shape[:-1], jnp.int32)
+    for start in range(0, n_words, group):
+      total = total + _lane_total(v[..., start:start + group].sum(-1, dtype=jnp.uint32))
+    total = total - tmax * _LANES * n_words
+    if shift < 0:
+      total = total * (2 ** -shift)
+  if score_max_code is not None:
+    total = jnp.clip(total, -score_max_code, score_max_code)
+  return total
+
+
 def pack_bits(bits: Array, words: int) -> Array:
   """Packs the last axis of booleans into ``words`` uint32 words (bit i of word w = element 32 w + i)."""
   pad = words * 32 - bits.shape[-1]
@@ -210,6 +303,10 @@ def hamming_inference_scores(query: Float[Array, "batch dim"], memories: Float[A
   qc, mc = to_codes(query, fmt), to_codes(memories, fmt)
   if mode == "sign" or fmt.binary:
     return hamming_popcount(qc, mc, 1, mode="sign").astype(jnp.float32) * 2.0 ** -SCORE_SHIFT
-  ints = hamming_scores_int(qc, mc, fmt.word_length, term_fmt.frac_bits,
-                            score_fmt.max_code * 2 ** (term_fmt.frac_bits - score_fmt.frac_bits), mode=mode)
+  cap = score_fmt.max_code * 2 ** (term_fmt.frac_bits - score_fmt.frac_bits)
+  if fmt.word_length == 8:  # the hardware's words: packed 8-bit sign-magnitude codes
+    ints = hamming_words(pack_words(*qc, role="query"), pack_words(*mc, role="memory"), query.shape[-1],
+                         term_fmt.frac_bits, cap, mode=mode)
+  else:
+    ints = hamming_scores_int(qc, mc, fmt.word_length, term_fmt.frac_bits, cap, mode=mode)
   return ints.astype(jnp.float32) * 2.0 ** -term_fmt.frac_bits
