@@ -72,7 +72,8 @@ def test_ecc_corrects_protected_flips_only(params, flips):
   # Two protected bits of one weight: beyond a SEC code, left as they are.
   two = _np_flip(_np_flip(params, 0, 3, 30), 0, 3, 31)
   _same_bits(apply(two), two)
-  assert d.overhead(params) == {"bits_per_weight": 3.0, "ops_per_weight": 1.0}
+  o = d.overhead(params)
+  assert (o["bits_per_weight"], o["ops_per_weight"], o["map_bits_per_weight"]) == (3.0, 1.0, 0.0)
   assert D.ecc_protect((30,)).overhead(params)["bits_per_weight"] == 2.0
 
 
@@ -184,3 +185,103 @@ def test_clip_activations_effect():
 def test_flip_helper_matches_library(params):
   bad = _np_flip(params, 1, 7, 30)
   _same_bits(bad, F.flip_bit(params, "Dense_0/kernel", 7, 30))
+
+
+# ---- partial protection ----------------------------------------------------------------------------------------
+
+def test_unit_ranks_orders_units_by_mean_magnitude_or_seeded_permutation(params):
+  leaves = [np.asarray(a).reshape(-1) for a in jax.tree.leaves(params)]
+  r1 = D.unit_ranks(params, 1)
+  allw = np.concatenate([np.abs(a) for a in leaves])
+  np.testing.assert_array_equal(np.concatenate(r1), np.argsort(np.argsort(-allw, kind="stable"), kind="stable"))
+  r4 = D.unit_ranks(params, 4)
+  assert [len(r) for r in r4] == [-(-a.size // 4) for a in leaves]
+  means = [np.mean(np.abs(a[i:i + 4])) for a in leaves for i in range(0, a.size, 4)]  # a loop, not reduceat
+  flat = np.concatenate(r4)
+  assert sorted(flat) == list(range(len(means)))
+  ordered = [means[u] for u in np.argsort(flat)]
+  assert all(x >= y for x, y in zip(ordered, ordered[1:]))
+  ra, rb = D.unit_ranks(params, 4, order="random", seed=3), D.unit_ranks(params, 4, order="random", seed=3)
+  np.testing.assert_array_equal(np.concatenate(ra), np.concatenate(rb))
+  assert sorted(np.concatenate(ra)) == list(range(len(means)))
+  rs = D.unit_ranks(params, 4, order="small_layers")  # leaves of 3, 6, 18, 48 weights, in that order
+  assert [sorted(r.tolist()) for r in rs] == [[1, 2], list(range(8, 20)), [0], list(range(3, 8))]
+  w = np.abs(leaves[3])
+  assert [int(r) for r in rs[3]] == list(3 + np.argsort(np.argsort(
+      -np.asarray([w[i:i + 4].mean() for i in range(0, 18, 4)]), kind="stable")))
+  for f, k in ((0.0, 0), (0.25, 5), (0.26, 6), (1.0, 20)):
+    assert sum(int(m.sum()) for m in D.fraction_mask(r4, f)) == k
+  with pytest.raises(ValueError, match="order"):
+    D.unit_ranks(params, 4, order="oracle")
+  with pytest.raises(ValueError, match="fraction"):
+    D.fraction_mask(r4, 1.5)
+
+
+def _dense1_first(params):
+  """Scores that rank Dense_1 (bias, then kernel) above Dense_0: leaves in flatten order are Dense_0/bias (6),
+  Dense_0/kernel (48), Dense_1/bias (3), Dense_1/kernel (18)."""
+  return [np.zeros(6), np.zeros(48), np.full(3, 2.0), np.ones(18)]
+
+
+def test_partial_ecc_and_parity_protect_only_the_chosen_units(params):
+  # Units of 4: 2 + 12 + 1 + 5 = 20; a quarter = 5 units = Dense_1/bias (3 weights) and the first 4 units of
+  # Dense_1/kernel (16 weights): 19 protected weights.
+  ranks = D.unit_ranks(params, 4, scores=_dense1_first(params))
+  units = D.fraction_mask(ranks, 0.25)
+  assert [int(u.sum()) for u in units] == [0, 0, 1, 4]
+  ecc = D.ecc_protect((30,), units=units, unit_size=4)
+  par = D.parity_protect((30,), units=units, unit_size=4)
+  # Hand-computed: ECC 2 check bits x 19 weights + 20 unit flags over 75 weights; parity 1 x 19 + 20.
+  assert ecc.overhead(params)["bits_per_weight"] == pytest.approx((2 * 19 + 20) / 75)
+  assert ecc.overhead(params)["map_bits_per_weight"] == pytest.approx(20 / 75)
+  assert par.overhead(params)["bits_per_weight"] == pytest.approx((19 + 20) / 75)
+  st_e, st_p = ecc.init(params), par.init(params)
+  fix = jax.jit(lambda p: ecc.apply(p, st_e)[0])
+  zero = jax.jit(lambda p: par.apply(p, st_p)[0])
+  for j, i, protected in ((3, 0, True), (3, 15, True), (3, 16, False), (3, 17, False), (2, 2, True),
+                          (1, 0, False), (0, 5, False)):
+    bad = _np_flip(params, j, i, 30)
+    _same_bits(fix(bad), params if protected else bad)  # corrected / untouched
+    ref = jax.tree.map(np.array, bad)
+    if protected:
+      jax.tree.leaves(ref)[j].reshape(-1)[i] = 0.0
+    _same_bits(zero(bad), ref)
+  bad = _np_flip(params, 3, 0, 29)  # an unprotected bit of a protected weight: untouched
+  _same_bits(fix(bad), bad)
+
+
+def test_partial_checksum_checks_only_the_chosen_groups(params):
+  ranks = D.unit_ranks(params, 4, scores=_dense1_first(params))
+  groups = D.fraction_mask(ranks, 0.25)
+  d = D.group_checksum(4, sig_bits=2, groups=groups)
+  # 5 signatures of 2 bits + 20 group flags over 75 weights.
+  assert d.overhead(params)["bits_per_weight"] == pytest.approx((2 * 5 + 20) / 75)
+  st = d.init(params)
+  apply = jax.jit(lambda p: d.apply(p, st)[0])
+  bad = _np_flip(params, 3, 5, 30)  # group 1 of Dense_1/kernel: protected, zeroed
+  ref = jax.tree.map(np.array, bad)
+  jax.tree.leaves(ref)[3].reshape(-1)[4:8] = 0.0
+  _same_bits(apply(bad), ref)
+  bad = _np_flip(params, 3, 17, 30)  # the last (short) group: not protected
+  _same_bits(apply(bad), bad)
+  full = D.group_checksum(4, sig_bits=2, groups=D.fraction_mask(ranks, 1.0))
+  assert full.overhead(params)["bits_per_weight"] == pytest.approx(2 * 20 / 75)  # all groups: no flags needed
+  assert full.overhead(params) == D.group_checksum(4, sig_bits=2).overhead(params)
+
+
+def test_residual_vs_fraction_and_smallest_fraction_match_a_loop():
+  rng = np.random.default_rng(0)
+  n_units = 50
+  rank = rng.integers(0, n_units, 200)
+  fixable = rng.random(200) < 0.8
+  fr = np.linspace(0, 1, 23)
+
+  def loop(f):
+    k = int(np.ceil(f * n_units - 1e-9))
+    return sum(1 for r, x in zip(rank, fixable) if not x or r >= k)
+  np.testing.assert_array_equal(D.residual_vs_fraction(rank, fixable, n_units, fr), [loop(f) for f in fr])
+  for target in (0, 3, 40, 41, 100, 200):
+    got = D.smallest_fraction(rank, fixable, n_units, target)
+    ok = [k / n_units for k in range(n_units + 1) if loop(k / n_units) <= target]
+    assert got == (min(ok) if ok else None), target
+  assert D.smallest_fraction(rank, fixable, n_units, int(np.sum(~fixable)) - 1) is None

@@ -1,6 +1,7 @@
 """Tests of the LeNet-5 configuration of the HAT study: the fast sweep against a naive flip-evaluate-restore loop,
 screening against the unscreened sweep, the defense rules against `jaxhw.faults.defenses`, and the smoke preset."""
 
+import functools
 import json
 
 import jax
@@ -140,3 +141,63 @@ def test_hat_lenet_smoke(tmp_path):
     assert all(r["residual_catastrophic"] <= none for r in on_disk["defenses"] if r["method"] == m and
                r["defense"] in ("ecc", "parity"))
   assert summary["wall_s"] > 0 and "Defenses" in (tmp_path / "report.md").read_text()
+
+
+def test_protection_curves_match_library_partial_defenses(model):
+  """The study's residual-vs-fraction curves (rank lookup + per-flip outcomes) equal what the library's partial
+  defenses do: all flips applied at once (distinct 64-weight groups, so none interact), the defense applied, and a
+  flip counted as removed when its weight was restored (ECC) or zeroed (parity, checksum) and its defended outcome
+  is marked benign."""
+  p, _, _ = model
+  p = jax.tree.map(np.asarray, p)
+  leaves = jax.tree.leaves(p)
+  rng = np.random.default_rng(0)
+  leaf, index = [], []
+  for j, a in enumerate(leaves):
+    groups = rng.choice(-(-a.size // 64), min(6, -(-a.size // 64)), replace=False)
+    for g in groups:
+      leaf.append(j)
+      index.append(min(a.size - 1, int(g) * 64 + int(rng.integers(64))))
+  leaf, index = np.asarray(leaf), np.asarray(index)
+  bit = np.where(rng.random(len(leaf)) < 0.8, 30, 29)
+  pf = {"leaf": leaf, "index": index, "bit": bit, "zero_bad": rng.random(len(leaf)) < 0.3,
+        "group_bad_16": rng.random(len(leaf)) < 0.3}
+  dc = study.DefenseConfig(fraction_groups=(16,), fraction_points=3, unit_size=16,
+                           fraction_orders=("magnitude", "small_layers"))
+  curves = study.protection_curves(pf, p, dc)
+  assert len(curves) == 2 * 3
+  bad = jax.tree.map(np.array, p)
+  for j, i, b in zip(leaf, index, bit):
+    flat = jax.tree.leaves(bad)[j].reshape(-1)
+    flat[i] = study._flip_value(flat[i:i + 1], np.asarray([b]))[0]
+  @functools.partial(jax.jit, static_argnames=("fam", "unit"))
+  def defended(state, units, fam, unit):  # the mask is an argument: one compilation per family
+    return study._partial_defense(fam, units, unit, dc).apply(bad, state)[0]
+
+  for c in curves:
+    ranks = D.unit_ranks(p, c["unit"], order=c["order"], seed=dc.fraction_seed)
+    state = study._partial_defense(c["family"], D.fraction_mask(ranks, 1.0), c["unit"], dc).init(p)  # mask-free
+    want = []
+    for f in c["fractions"]:
+      out = [np.asarray(a).reshape(-1) for a in
+             jax.tree.leaves(defended(state, D.fraction_mask(ranks, f), c["family"], c["unit"]))]
+      left = 0
+      for k, (j, i) in enumerate(zip(leaf, index)):
+        clean = np.asarray(leaves[j]).reshape(-1)[i]
+        if c["family"] == "ecc":
+          removed = out[j][i] == clean
+        elif c["family"] == "parity":
+          removed = out[j][i] == 0.0 and not pf["zero_bad"][k]
+        else:
+          removed = out[j][i] == 0.0 and not pf["group_bad_16"][k]
+        left += not removed
+      want.append(left)
+    assert c["residual"] == want, (c["defense"], c["order"])
+    assert c["residual"][0] == len(leaf) and c["overhead"][0] == 0.0
+  ecc = [c for c in curves if c["family"] == "ecc"][0]
+  units = sum(-(-a.size // 16) for a in leaves)  # 3,860 for LeNet-5
+  assert units == 3860 and ecc["overhead"][-1] == pytest.approx(2.0)  # every unit: the full code, no flags
+  half = study._partial_defense("ecc", D.fraction_mask(D.unit_ranks(p, 16), 0.5), 16, dc).overhead(p)
+  assert half["bits_per_weight"] == pytest.approx(2 * half["protected_share"] + units / 61706)
+  need = study.protection_needed(curves, p, 0, dc)
+  assert all(r["fraction"] is None for r in need if r["defense"] == "ecc bit 30")  # the bit-29 flips stay

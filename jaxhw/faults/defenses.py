@@ -15,6 +15,15 @@ bit patterns, so they apply to float (IEEE-754) and int8 (two's complement) leav
 * `group_checksum`: a RADAR-style signature per group of weights (XOR of the protected bit patterns of the group,
   folded to `sig_bits` bits): every single flip of a protected bit changes it, and the whole group is zeroed.
 
+Partial protection (a budget that is a continuous fraction): `unit_ranks` orders the units of the weights (runs of
+`unit_size` consecutive weights of a flattened leaf, or checksum groups) without looking at any fault sweep, by
+mean |w| or at random with a fixed seed; `fraction_mask` keeps the first fraction of them; `ecc_protect` and
+`parity_protect` take it as `units=`, `group_checksum` as `groups=`, and the overhead then counts the check bits of
+the protected units plus a 1-bit flag per unit saying which are protected (none when all or none
+are). `residual_vs_fraction` and
+`smallest_fraction` turn per-flip outcomes (which unit a catastrophic flip hits, and whether protecting that unit
+removes it) into residual counts per fraction and the least fraction reaching a target, with no new evaluation.
+
 References:
   Li, Rakin, He, Fan, Chakrabarti, "RADAR: Run-time Adversarial Weight Attack Detection and Accuracy Recovery",
     DATE 2021, arXiv:2101.08254 (group checksums, zeroing the detected group).
@@ -40,7 +49,7 @@ from jaxhw.faults.bits import ALL_BITS, from_bits, layout_of, resolve_bits, to_b
 __all__ = [
     "Defense", "no_defense", "hamming_check_bits", "ecc_protect", "parity_protect", "parity_check",
     "range_restriction", "weight_ranges", "group_checksum", "checksum_check", "clip_activations",
-    "activation_ranges",
+    "activation_ranges", "ORDERS", "unit_ranks", "fraction_mask", "residual_vs_fraction", "smallest_fraction",
 ]
 
 PyTree = Any
@@ -102,7 +111,8 @@ def hamming_check_bits(k: int) -> int:
   return r
 
 
-def ecc_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defense:
+def ecc_protect(bits=(30,), *, leaves: Sequence[str] | None = None, units: list | None = None,
+                unit_size: int = 1, unit_flags: bool = True) -> Defense:
   """Single-error-correcting code over bit positions `bits` of every selected parameter.
 
   A flip of one protected bit of a weight is corrected (the stored check bits give its position); two or more
@@ -113,9 +123,16 @@ def ecc_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defense:
     bits: protected bit positions (0 = LSB; 30 = float32 exponent MSB, 31 = sign, 7 = int8 MSB), or a named
       selection ("exponent", ...); () protects nothing (the identity, zero overhead).
     leaves: leaf-path prefixes to protect (None: every leaf).
+    units: partial protection: per leaf, a bool array over its units of `unit_size` consecutive weights (as
+      `fraction_mask` returns; None entries for unselected leaves); only weights of True units are protected.
+      None: every weight of the selected leaves.
+    unit_size: weights per unit of `units`.
+    unit_flags: with a partial `units`, count a stored 1-bit flag per unit saying which units carry check bits;
+      False when the protected set is implied at no storage (regenerated from a seed, or a prefix of layers).
 
   Returns:
-    A Defense. Overhead: `hamming_check_bits(len(bits))` bits per protected weight; one syndrome per weight read.
+    A Defense. Overhead: `hamming_check_bits(len(bits))` bits per protected weight, plus the unit flags; one
+    syndrome per protected weight read.
 
   References:
     Hamming, "Error detecting and error correcting codes", Bell System Technical Journal, 1950.
@@ -128,7 +145,7 @@ def ecc_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defense:
       m = _uint(_mask(bits, x), x)
       u = to_bits(x)
       diff = jnp.bitwise_and(jnp.bitwise_xor(u, state[j]), m)
-      one = jax.lax.population_count(diff) == 1
+      one = (jax.lax.population_count(diff) == 1) & _unit_weights(units, j, x, unit_size)
       return from_bits(jnp.where(one, jnp.bitwise_xor(u, diff), u), x.dtype)
     return _replace(params, _per_leaf(params, leaves, fix)), state
 
@@ -136,10 +153,42 @@ def ecc_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defense:
     leaf0 = [x for x, u in zip(jax.tree.leaves(params), _tree.select_leaves(params, leaves)) if u]
     k = len(resolve_bits(bits, layout_of(leaf0[0]).name)) if leaf0 and len(np.atleast_1d(bits)) else 0
     r = hamming_check_bits(k)
-    share = _selected_count(params, leaves) / max(1, _n_params(params))
-    return {"bits_per_weight": r * share, "ops_per_weight": (1.0 if r else 0.0) * share}
+    return _partial_overhead(params, leaves, units, unit_size, r, unit_flags)
 
   return Defense(init, apply, overhead)
+
+
+def _unit_weights(units, j: int, x, unit_size: int):
+  """Per weight of leaf j, whether its unit is protected (True everywhere without `units`)."""
+  if units is None:
+    return jnp.ones(x.shape, bool)
+  if units[j] is None:
+    raise ValueError(f"units[{j}] is None for a selected leaf; allowed: a bool array per selected leaf")
+  return jnp.repeat(jnp.asarray(units[j], bool), unit_size)[: x.size].reshape(x.shape)
+
+
+def _partial_overhead(params, leaves, units, unit_size: int, bits_per_protected: float,
+                      unit_flags: bool = True) -> dict:
+  """{"bits_per_weight", "map_bits_per_weight", "ops_per_weight", "protected_share"} of a code costing
+  `bits_per_protected` per protected weight; with `units`, plus a 1-bit flag per unit of the selected leaves."""
+  n = max(1, _n_params(params))
+  sel = _tree.select_leaves(params, leaves)
+  if units is None:
+    prot, flags = _selected_count(params, leaves), 0
+  else:
+    prot = flags = on_units = 0
+    for j, (x, u) in enumerate(zip(jax.tree.leaves(params), sel)):
+      if u:
+        m = np.repeat(np.asarray(units[j], bool), unit_size)[: int(np.size(x))]
+        prot += int(m.sum())
+        flags += len(units[j])
+        on_units += int(np.sum(units[j]))
+    if not unit_flags or on_units in (0, flags):  # none or all protected (no defense, the full code): no flags
+      flags = 0
+  on = bits_per_protected > 0
+  map_bits = flags / n if on else 0.0
+  return {"bits_per_weight": bits_per_protected * prot / n + map_bits, "map_bits_per_weight": map_bits,
+          "ops_per_weight": (prot / n) if on else 0.0, "protected_share": prot / n}
 
 
 def _uint(m: int, x):
@@ -150,7 +199,8 @@ def _parity(u):
   return jnp.bitwise_and(jax.lax.population_count(u), 1)
 
 
-def parity_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defense:
+def parity_protect(bits=(30,), *, leaves: Sequence[str] | None = None, units: list | None = None,
+                   unit_size: int = 1, unit_flags: bool = True) -> Defense:
   """One parity bit over bit positions `bits` of every selected parameter; a detected flip zeroes the weight.
 
   Any odd number of flips among the protected bits of a weight is detected (see `parity_check`); the weight is
@@ -159,22 +209,24 @@ def parity_protect(bits=(30,), *, leaves: Sequence[str] | None = None) -> Defens
   Args:
     bits: protected bit positions, as `ecc_protect`; () is the identity.
     leaves: leaf-path prefixes (None: every leaf).
+    units, unit_size, unit_flags: partial protection, as `ecc_protect`.
 
   Returns:
-    A Defense. Overhead: 1 bit per protected weight (0 for no bits); one parity per weight read.
+    A Defense. Overhead: 1 bit per protected weight (0 for no bits), plus, with `units`, a 1-bit flag per unit;
+    one parity per protected weight read.
   """
   def init(params):
     return _per_leaf(params, leaves, lambda j, x: _parity(jnp.bitwise_and(to_bits(x), _uint(_mask(bits, x), x))))
 
   def apply(params, state, key=None):
     flags = parity_check(params, state, bits=bits, leaves=leaves)
-    return _replace(params, [None if f is None else jnp.where(f, jnp.zeros((), x.dtype), x)
-                             for x, f in zip(jax.tree.leaves(params), flags)]), state
+    return _replace(params, [None if f is None else
+                             jnp.where(f & _unit_weights(units, j, x, unit_size), jnp.zeros((), x.dtype), x)
+                             for j, (x, f) in enumerate(zip(jax.tree.leaves(params), flags))]), state
 
   def overhead(params):
-    share = _selected_count(params, leaves) / max(1, _n_params(params))
-    on = 1.0 if len(np.atleast_1d(bits)) else 0.0
-    return {"bits_per_weight": on * share, "ops_per_weight": on * share}
+    return _partial_overhead(params, leaves, units, unit_size, 1.0 if len(np.atleast_1d(bits)) else 0.0,
+                             unit_flags)
 
   return Defense(init, apply, overhead)
 
@@ -252,7 +304,8 @@ def _signatures(x, group_size: int, sig_bits: int, mask: int):
 
 
 def group_checksum(group_size: int = 64, *, sig_bits: int = 2, bits=ALL_BITS,
-                   leaves: Sequence[str] | None = None) -> Defense:
+                   leaves: Sequence[str] | None = None, groups: list | None = None,
+                   unit_flags: bool = True) -> Defense:
   """RADAR-style run-time detection: a `sig_bits`-bit signature per group of `group_size` consecutive weights
   (of the flattened leaf); a group whose signature no longer matches is zeroed.
 
@@ -267,9 +320,13 @@ def group_checksum(group_size: int = 64, *, sig_bits: int = 2, bits=ALL_BITS,
     sig_bits: signature bits per group (>= 1).
     bits: bit positions covered; () covers none (the identity, zero overhead).
     leaves: leaf-path prefixes (None: every leaf).
+    groups: partial protection: per leaf, a bool array over its groups (`fraction_mask(unit_ranks(params,
+      group_size, ...), f)`); only True groups have a signature, the others are never checked. None: all groups.
+    unit_flags: with a partial `groups`, count a 1-bit flag per group (see `ecc_protect`).
 
   Returns:
-    A Defense. Overhead: sig_bits / group_size bits per weight; one XOR per weight per check.
+    A Defense. Overhead: sig_bits per protected group, plus, with `groups`, a 1-bit flag per group; one XOR
+    per checked weight per check.
 
   References:
     Li, Rakin, He, Fan, Chakrabarti, "RADAR: Run-time Adversarial Weight Attack Detection and Accuracy Recovery",
@@ -285,16 +342,25 @@ def group_checksum(group_size: int = 64, *, sig_bits: int = 2, bits=ALL_BITS,
     flags = checksum_check(params, state, group_size=group_size, sig_bits=sig_bits, bits=bits, leaves=leaves)
 
     def zero(j, x):
-      per_w = jnp.repeat(flags[j], group_size)[: x.size].reshape(x.shape)
+      f = flags[j] if groups is None else flags[j] & jnp.asarray(groups[j], bool)
+      per_w = jnp.repeat(f, group_size)[: x.size].reshape(x.shape)
       return jnp.where(per_w, jnp.zeros((), x.dtype), x)
     return _replace(params, _per_leaf(params, leaves, zero)), state
 
   def overhead(params):
     on = 1.0 if len(np.atleast_1d(bits)) else 0.0
     sel = _tree.select_leaves(params, leaves)
-    groups = sum(math.ceil(np.size(x) / group_size) for x, u in zip(jax.tree.leaves(params), sel) if u)
-    share = _selected_count(params, leaves) / max(1, _n_params(params))
-    return {"bits_per_weight": on * sig_bits * groups / max(1, _n_params(params)), "ops_per_weight": on * share}
+    n = max(1, _n_params(params))
+    if groups is None:
+      n_groups = sum(math.ceil(np.size(x) / group_size) for x, u in zip(jax.tree.leaves(params), sel) if u)
+      return {"bits_per_weight": on * sig_bits * n_groups / n, "map_bits_per_weight": 0.0,
+              "ops_per_weight": on * _selected_count(params, leaves) / n,
+              "protected_share": _selected_count(params, leaves) / n}
+    o = _partial_overhead(params, leaves, groups, group_size, on * sig_bits / group_size, unit_flags)
+    # sig_bits per protected group (not per weight): a partial last group still costs a whole signature.
+    prot_groups = sum(int(np.sum(groups[j])) for j, u in enumerate(sel) if u)
+    o["bits_per_weight"] = on * sig_bits * prot_groups / n + o["map_bits_per_weight"]
+    return o
 
   return Defense(init, apply, overhead)
 
@@ -305,6 +371,129 @@ def checksum_check(params, state, *, group_size: int = 64, sig_bits: int = 2, bi
   unselected leaves). `state` is the matching `group_checksum(...).init(clean_params)`."""
   return _per_leaf(params, leaves,
                    lambda j, x: _signatures(x, group_size, sig_bits, _mask(bits, x)) != state[j])
+
+
+# ---- partial protection ----------------------------------------------------------------------------------------
+
+#: Orders of `unit_ranks`: "magnitude" (largest mean |w| first), "random" (a permutation from a fixed seed),
+#: "small_layers" (the units of smaller leaves first, largest mean |w| first within a leaf).
+ORDERS = ("magnitude", "random", "small_layers")
+
+
+def unit_ranks(params, unit_size: int = 1, *, order: str = "magnitude", seed: int = 0, scores=None,
+               leaves: Sequence[str] | None = None) -> list:
+  """The place of every protection unit in one global protection order over the selected leaves.
+
+  A unit is a run of `unit_size` consecutive weights of a flattened leaf (a leaf's last unit may be shorter); with
+  `unit_size` = a checksum's `group_size` the units are its groups. The order uses only the weights (or given
+  scores), never a fault sweep, so a protected subset chosen from it is what a deployment could choose.
+
+  Args:
+    params: the clean (trained) parameters.
+    unit_size: weights per unit (>= 1).
+    order: "magnitude": units by decreasing mean |w| (non-finite weights count as 0); "random": a uniformly random
+      permutation of all units from `np.random.default_rng(seed)`; "small_layers": leaves by increasing size (a
+      whole small layer, e.g. a conv kernel or a bias, is cheap to protect), units by decreasing mean |w| within a
+      leaf. Ignored when `scores` is given.
+    seed: the seed of the random order.
+    scores: optional per-weight scores, a pytree of the structure of `params` (or a list, one array per leaf):
+      units by decreasing mean score.
+    leaves: leaf-path prefixes (None: every leaf).
+
+  Returns:
+    Per leaf (flatten order), an int64 array [ceil(size / unit_size)] of ranks 0 .. U-1 (0 = protected first; U
+    = units of all selected leaves), None for unselected leaves. Ties keep leaf order, then unit index.
+  """
+  if unit_size < 1:
+    raise ValueError(f"unit_size={unit_size}; allowed: >= 1")
+  if scores is None and order not in ORDERS:
+    raise ValueError(f"order={order!r}; allowed: {ORDERS}")
+  xs = jax.tree.leaves(params)
+  sel = _tree.select_leaves(params, leaves)
+  sc = None if scores is None else [np.asarray(a, np.float64) for a in
+                                    (scores if isinstance(scores, list) else jax.tree.leaves(scores))]
+  per, sizes = [], []
+  for j, (x, u) in enumerate(zip(xs, sel)):
+    if not u:
+      continue
+    v = np.abs(np.asarray(x, np.float64).reshape(-1)) if sc is None else sc[j].reshape(-1)
+    v = np.where(np.isfinite(v), v, 0.0)
+    k = math.ceil(v.size / unit_size)
+    tot = np.add.reduceat(v, np.arange(0, v.size, unit_size)) if v.size else np.zeros(0)
+    cnt = np.minimum(unit_size, v.size - np.arange(k) * unit_size)
+    per.append(tot / cnt)
+    sizes.append(k)
+  allv = np.concatenate(per) if per else np.zeros(0)
+  if scores is None and order == "random":
+    perm = np.random.default_rng(seed).permutation(len(allv))
+  elif scores is None and order == "small_layers":
+    leaf_size = np.concatenate([np.full(k, np.size(x)) for k, x in zip(sizes, [x for x, u in zip(xs, sel) if u])])
+    perm = np.lexsort((np.arange(len(allv)), -allv, leaf_size))
+  else:
+    perm = np.argsort(-allv, kind="stable")
+  rank = np.empty(len(allv), np.int64)
+  rank[perm] = np.arange(len(allv))
+  out, start, it = [], 0, iter(sizes)
+  for u in sel:
+    if not u:
+      out.append(None)
+      continue
+    k = next(it)
+    out.append(rank[start:start + k])
+    start += k
+  return out
+
+
+def fraction_mask(ranks: list, fraction: float) -> list:
+  """Per leaf, a bool array over its units: True for the first ceil(fraction x U) units of the order `ranks`
+  (`unit_ranks`; U = all units). The `units=` / `groups=` argument of the defenses."""
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"fraction={fraction}; allowed: [0, 1]")
+  total = sum(len(r) for r in ranks if r is not None)
+  k = math.ceil(fraction * total - 1e-9)
+  return [None if r is None else np.asarray(r) < k for r in ranks]
+
+
+def residual_vs_fraction(unit_rank, fixable, n_units: int, fractions) -> np.ndarray:
+  """Faults that remain when the first fraction f of the units (in rank order) is protected, for each f.
+
+  Args:
+    unit_rank: int [faults], the rank (`unit_ranks`) of the unit each fault hits.
+    fixable: bool [faults], whether protecting that unit removes the fault (e.g. the flipped bit is covered and
+      the defended outcome, corrected or zeroed, is no longer catastrophic).
+    n_units: U, the number of units ranked.
+    fractions: the protected fractions f in [0, 1].
+
+  Returns:
+    int64 [len(fractions)]: #faults that are not fixable or whose unit's rank >= ceil(f x U).
+  """
+  r = np.asarray(unit_rank, np.int64)
+  fx = np.asarray(fixable, bool)
+  k = np.ceil(np.asarray(fractions, np.float64) * n_units - 1e-9).astype(np.int64)
+  fixed_r = np.sort(r[fx])
+  return (np.sum(~fx) + len(fixed_r) - np.searchsorted(fixed_r, k, side="left")).astype(np.int64)
+
+
+def smallest_fraction(unit_rank, fixable, n_units: int, target: float) -> float | None:
+  """The least protected fraction f = k / U (k whole units in rank order) with residual faults <= `target`.
+
+  Args:
+    unit_rank, fixable, n_units: as `residual_vs_fraction`.
+    target: allowed residual faults (>= 0).
+
+  Returns:
+    k / U, or None when even full protection leaves more than `target` (the unfixable faults alone exceed it).
+  """
+  r = np.asarray(unit_rank, np.int64)
+  fx = np.asarray(fixable, bool)
+  slack = math.floor(target + 1e-9) - int(np.sum(~fx))
+  if slack < 0:
+    return None
+  fixed_r = np.sort(r[fx])
+  m = len(fixed_r)
+  if slack >= m:
+    return 0.0
+  return float(fixed_r[m - slack - 1] + 1) / n_units
 
 
 # ---- activations ---------------------------------------------------------------------------------------------
