@@ -7,25 +7,24 @@ paper's. This file: the refusals, ``reproduce``, the paper settings, and the MNI
 test_full_presets_2.py: the spiking, memory, storage and cluster studies.
 """
 
-import json
 import time
 
 import pytest
-from _full_presets_cases import CUTS, NEEDS_DATA
+from _full_presets_cases import CUTS, NEEDS_DATA, run_full
 from _full_presets_data import prepare
 
 from jaxhw.cli import main
 from jaxhw.experiments import (
-    cluster,
-    compose,
-    gbo,
-    hat,
-    hat_lenet,
-    ispml,
-    mnist_baseline,
-    qmann,
-    snn_coding,
-    spiking_yolo,
+  cluster,
+  compose,
+  gbo,
+  hat,
+  hat_lenet,
+  ispml,
+  mnist_baseline,
+  qmann,
+  snn_coding,
+  spiking_yolo,
 )
 from jaxhw.studies import list_studies
 
@@ -115,17 +114,6 @@ def test_reproduce_full_without_data_lists_the_missing_sets(tmp_path, monkeypatc
   assert not [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
 
 
-def run_full(study, tmp_path, monkeypatch, data_dir=None):
-  """Runs `jaxhw run STUDY --preset full` with the study's cuts; returns (summary, config.json, report.md)."""
-  if data_dir is not None:
-    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
-  sets = [a for item in CUTS[study] for a in ("--set", item)]
-  assert main(["run", study, "--preset", "full", "--quiet", "--workdir", str(tmp_path), *sets]) == 0
-  summary = json.loads((tmp_path / "summary.json").read_text())
-  config = json.loads((tmp_path / "config.json").read_text())
-  return summary, config, (tmp_path / "report.md").read_text()
-
-
 def test_mnist_baseline_full_runs_on_tiny_mnist(tfds_dir, tmp_path, monkeypatch):
   summary, config, report = run_full("mnist_baseline", tmp_path, monkeypatch, tfds_dir)
   assert config["data"]["source"] == "tfds" and summary["steps"] == 2
@@ -136,7 +124,7 @@ def test_mnist_baseline_full_runs_on_tiny_mnist(tfds_dir, tmp_path, monkeypatch)
 def test_hat_full_runs_resnet18_on_tiny_cifar10(tfds_dir, tmp_path, monkeypatch):
   summary, config, report = run_full("hat", tmp_path, monkeypatch, tfds_dir)
   assert config["model"]["arch"] == "resnet18" and config["data"]["dataset"] == "cifar10"
-  assert [r["method"] for r in summary["rows"]] == ["plain", "hat"]
+  assert [r["method"] for r in summary["rows"]] == ["hat"]
   assert summary["n_train"] == 12 and summary["n_params"] > 100_000  # ResNet-18 at width 8
   row = summary["per_seed"][0]["hat"]
   assert row["sweep_population"] > 0 and row["sweep_flips_evaluated"] > 0

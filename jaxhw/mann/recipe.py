@@ -108,14 +108,14 @@ def make_loss_fn(apply_fn: ApplyFn, recipe: Recipe, steps_per_epoch: int, memory
 def predict(apply_fn: Callable[[Any, jax.Array, jax.Array], jax.Array], params: Any, data: BabiArrays,
             batch_size: int = 1000) -> np.ndarray:
   """Logits of ``apply_fn(params, stories, query)`` over `data`, in fixed-size batches (pass a jitted function:
-  every batch has the same shape, so it compiles once)."""
+  every batch, a short last one or a split smaller than `batch_size` included, is padded to `batch_size` rows, so
+  it compiles once for every split)."""
   fn = apply_fn
   n = len(data.answers)
   out = []
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
-    pad = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])]) if len(idx) < batch_size and n > batch_size \
-        else idx
+    pad = np.concatenate([idx, np.full(batch_size - len(idx), idx[-1])]) if len(idx) < batch_size else idx
     logits = fn(params, jnp.asarray(data.stories[pad]), jnp.asarray(data.queries[pad]))
     out.append(np.asarray(logits)[: len(idx)])
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
