@@ -801,7 +801,7 @@ def combine(workdirs, out, *, config: HATLenetConfig | None = None, bfa_extra: b
   summary has no BFA row with the partial defenses; `bfa_rows` (from `bfa_from_saved`) replace the rows of their
   (seed, method).
 
-  Run: ``python -c "from jaxhw.experiments import hat_lenet as h; h.combine(['/tmp/runs/a', '/tmp/runs/b'],
+  Run: ``python -c "from jaxhw.experiments import hat_lenet as h; h.combine(['runs/hat_lenet-s0', 'runs/hat_lenet-s1'],
   'runs/hat_lenet-quick')"``.
   """
   import json
