@@ -125,7 +125,8 @@ def dp_step_time(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd", 
 
 def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512), batch: int = 512,
               devices: Sequence[int] = (1, 2, 4), psum_sizes: Sequence[int] = (2**14, 2**18, 2**20, 2**22),
-              repeats: int = 20, statistic: str = "median", host_model: str = "spec") -> dict[str, Any]:
+              repeats: int = 20, statistic: str = "median", host_model: str = "spec",
+              compute: str = "flops") -> dict[str, Any]:
   """Fits the host model and predicts held-out configurations; returns a JSON-able record.
 
   Fit: psums of `psum_sizes` bytes over each p > 1 in `devices`, and single-device steps of the `fit_width` MLP at
@@ -133,9 +134,16 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
   per-step launch cost (`cost.fit_launch`). Held out: data-parallel steps of the `heldout_widths` MLPs on each
   p > 1. Both forms are always predicted (``predicted_step_ms`` follows `host_model`; ``predicted_spec_ms`` is the
   spec's ``p t_dev(B/p) + T_ar``) and both errors reported.
+
+  `compute` sets the per-device compute t_dev(B/p): ``"flops"`` (t0 + F / R, F from XLA's `cost_analysis`, R and
+  t0 fitted on the fit width only, so other widths are extrapolated through their FLOPs) or ``"measured"`` (the
+  measured single-device step of the same model at the per-device batch: the spec's "measured throughput"; the
+  data-parallel steps of every width stay out of the fit).
   """
   if host_model not in ("launch", "spec"):
     raise ValueError(f"host_model must be 'launch' or 'spec', got {host_model!r}.")
+  if compute not in ("flops", "measured"):
+    raise ValueError(f"compute must be 'flops' or 'measured', got {compute!r}.")
   import optax
 
   tx = optax.sgd(0.01)
@@ -158,6 +166,12 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
   for b in fit_batches:  # the per-device batches of the runs, and one smaller, for the t0 + F/R fit
     loss_fn, params, data = mlp_problem(fit_width, b)
     calls["fit", b] = dp_step_fn(loss_fn, params, data, tx, 1)
+  if compute == "measured":  # every other width's single-device steps at the runs' per-device batches
+    for width in heldout_widths:
+      for p in devices:
+        if p > 1:
+          loss_fn, params, data = mlp_problem(width, max(1, batch // p))
+          calls["single", width, max(1, batch // p)] = dp_step_fn(loss_fn, params, data, tx, 1)
   for width in (fit_width, *heldout_widths):
     loss_fn, params, data = mlp_problem(width, batch)
     for p in devices:
@@ -176,13 +190,23 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
       multi, [times["step", fit_width, p] for p in multi], [flops_of(fit_width, batch // p) / rate for p in multi],
       [cost.host_allreduce_time(grad_bytes(fit_params), p, a, b_mem) for p in multi], t0) if multi else 0.0
   model = {"allreduce_latency_s": a, "allreduce_bandwidth_Bps": b_mem, "flops_per_s": rate, "host_model": host_model,
-           "launch_s": launch if host_model == "launch" else 0.0,
+           "compute": compute, "launch_s": launch if host_model == "launch" else 0.0,
            "t0_s": t0 - launch if host_model == "launch" else t0, "t0_spec_s": t0}
 
-  def predict(width: int, p: int, form: str) -> float:
+  def single_time(width: int, b: int) -> float | None:
+    """The measured single-device step of `width` at per-device batch `b`, where one was timed."""
+    if width == fit_width and ("fit", b) in times:
+      return times["fit", b]
+    return times.get(("single", width, b), times.get(("step", width, 1)) if b == batch else None)
+
+  def predict(width: int, p: int, form: str, how: str = compute) -> float:
     _, params, _ = mlp_problem(width, 1)
     ln = launch if form == "launch" else 0.0
-    return 1e3 * cost.host_step_time(p, flops_of(width, batch // p), grad_bytes(params), t0=t0 - ln,
+    b = max(1, batch // p)
+    measured = single_time(width, b) if how == "measured" else None
+    if measured is not None:  # t_dev = the measured step less the per-step launch share (t0 + F/R = t_fixed + F/R)
+      return 1e3 * (ln + p * (measured - ln) + cost.host_allreduce_time(grad_bytes(params), p, a, b_mem))
+    return 1e3 * cost.host_step_time(p, flops_of(width, b), grad_bytes(params), t0=t0 - ln,
                                      flops_rate=rate, latency=a, bandwidth=b_mem, launch=ln)
 
   rows = []
@@ -190,14 +214,19 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
     for p in devices:
       measured = 1e3 * times["step", width, p]
       predicted, spec = predict(width, p, host_model), predict(width, p, "spec")
+      flops_form = predict(width, p, host_model, "flops")
       rows.append({"width": width, "devices": p, "batch": batch, "step_ms": measured, "predicted_step_ms": predicted,
                    "error_pct": 100 * abs(predicted - measured) / measured, "predicted_spec_ms": spec,
                    "error_spec_pct": 100 * abs(spec - measured) / measured,
+                   "predicted_flops_compute_ms": flops_form,
+                   "error_flops_compute_pct": 100 * abs(flops_form - measured) / measured,
                    "held_out": width != fit_width and p > 1})
   held = [r for r in rows if r["held_out"]]
   mean = (lambda k: float(np.mean([r[k] for r in held]))) if held else (lambda k: float("nan"))
-  return {"psum_sweep": sweep, "fit_steps": fit_rows, "model": model, "rows": rows,
-          "model_error_pct": mean("error_pct"), "model_error_spec_form_pct": mean("error_spec_pct")}
+  singles = [{"width": k[1], "per_device_batch": k[2], "ms": 1e3 * t} for k, t in times.items() if k[0] == "single"]
+  return {"psum_sweep": sweep, "fit_steps": fit_rows, "single_steps": singles, "model": model, "rows": rows,
+          "model_error_pct": mean("error_pct"), "model_error_spec_form_pct": mean("error_spec_pct"),
+          "model_error_flops_compute_pct": mean("error_flops_compute_pct")}
 
 
 def measure_training(*, width: int, batch: int, steps: int, train_size: int, devices: Sequence[int],

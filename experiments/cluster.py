@@ -50,8 +50,17 @@ class MeasureConfig:
   # Host model: "spec" = p t_dev(B/p) + T_ar (the spec's form, default) or "launch" = L + p t_dev(B/p) + T_ar (a
   # per-step launch cost L fitted on the fit width's data-parallel steps); both errors are always reported.
   host_model: str = "spec"
+  # Per-device compute t_dev(B/p): "flops" (t0 + F/R, F from cost_analysis, R fitted on the fit width) or
+  # "measured" (the measured single-device step of the same model at the per-device batch).
+  compute: str = "flops"
   psum_sizes: tuple[int, ...] = (2**14, 2**18, 2**20, 2**22)
   timeout_s: float = 600.0
+
+  def __post_init__(self):
+    for name, valid in (("host_model", ("spec", "launch")), ("compute", ("flops", "measured")),
+                        ("statistic", ("min", "median"))):
+      if getattr(self, name) not in valid:
+        raise ValueError(f"measure.{name} must be one of {valid}, got {getattr(self, name)!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +157,8 @@ def measure(mc: MeasureConfig, workdir: Path, seed: int) -> dict:
                 "devices": list(mc.devices), "seed": seed}
   cal_spec = {"fit_width": mc.width, "heldout_widths": list(mc.heldout_widths), "batch": mc.batch,
               "devices": list(mc.devices), "psum_sizes": list(mc.psum_sizes), "repeats": mc.repeats,
-              "statistic": mc.statistic, "host_model": mc.host_model}
+              "statistic": mc.statistic, "host_model": mc.host_model,
+              "compute": mc.compute}
   single = _worker({"train": train_spec, "calibrate": cal_spec}, workdir, devices=max(mc.devices),
                    timeout_s=mc.timeout_s)
   multi = _worker({"train": {**train_spec, "devices": [mc.processes]}}, workdir, processes=mc.processes,
@@ -161,7 +171,7 @@ def measure(mc: MeasureConfig, workdir: Path, seed: int) -> dict:
     b = mc.batch // p
     flops = fit[b]["flops"] if b in fit else None
     row = [r for r in cal["rows"] if r["width"] == mc.width and r["devices"] == p]
-    if flops is None and row:
+    if row:  # the calibration predicted this very configuration (same model, batch and p)
       return row[0]["predicted_step_ms"]
     grad_bytes = 4 * (784 * mc.width + mc.width + mc.width * mc.width + mc.width + mc.width * 10 + 10)
     return 1e3 * cost.host_step_time(p, flops, grad_bytes, t0=m["t0_s"], flops_rate=m["flops_per_s"],
@@ -309,6 +319,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
       "measured": [{k: r[k] for k in ("devices", "processes", "step_ms", "predicted_step_ms")} for r in meas["rows"]],
       "model_error_pct": cal["model_error_pct"],
       "model_error_spec_form_pct": cal.get("model_error_spec_form_pct"),
+      "model_error_flops_compute_pct": cal.get("model_error_flops_compute_pct"),
       "calibration_rows": cal["rows"], "calibration_fit": {"psum_sweep": cal["psum_sweep"],
                                                              "fit_steps": cal["fit_steps"], "model": cal["model"]},
       "two_process_loss_max_rel_diff": meas["two_process_loss_max_rel_diff"],
@@ -423,7 +434,9 @@ def _report(workdir: Path, config: Config, s: dict, meas: dict) -> None:
       + ("at the `full` preset's scale (to 8 devices, batch 4,096)." if config == get_config("full") else
          "reduced (`--preset full`: to 8 devices, batch 4,096)."),
       f"Model error on held-out configurations: {s['model_error_pct']:.1f} % with the {mc.host_model!r} host "
-      f"model (goal <= 15 %); the spec's form p t_dev(B/p) + T_ar: {s['model_error_spec_form_pct']:.1f} %. "
+      f"model (goal <= 15 %); the spec's form p t_dev(B/p) + T_ar: {s['model_error_spec_form_pct']:.1f} %; "
+      f"per-device compute from {'FLOPs' if mc.compute == 'flops' else 'measured single-device steps'} "
+      f"(`measure.compute={mc.compute}`; with FLOPs: {s['model_error_flops_compute_pct']:.1f} %). "
       "Simulated CPU devices share the host's cores, so the host model is a shared medium: T(p) = L + "
       "p t_dev(B/p) + p (a + S/B_mem), with t_dev = t0 + F/R (F from XLA's cost_analysis) and L a per-step "
       "launch cost fitted on the fit width's data-parallel steps (L = 0 in the spec's form, which repeats the "
