@@ -78,6 +78,8 @@ class HardwareConfig:
   table_int_bits: int = 0      # embedding tables Q(1.0.7)
   act_int_bits: int = 5        # m, c, u, o Q(1.5.2)
   att_int_bits: int = 2        # Q-MANN addressing codes Q(1.2.5)
+  score_int_bits: int = 0      # [R] integer bits of the summed Q-MANN score (0: Q_att's; |S| <= d/8 fits Q_att
+  #                              only for d <= 31: the joint model's d = 50 saturates at 3.97 without a third bit)
   out_int_bits: int = 8        # output logits Q(1.8.7), 16 bits
   out_bits: int = 16
   naive_bin_score_int_bits: int = 3   # naive-bin scores, saturating Q(1.3.2)
@@ -189,24 +191,32 @@ def variant_parts(v: Variant, hw: HardwareConfig, hops: int):
     sim = bounded_hamming_similarity(BINARY, mode="sign") if v.qmann else \
         naive_similarity(_fmt(6, hw.naive_bin_score_int_bits), operand_fmt=BINARY)
   elif v.qmann:
-    att = _fmt(b, min(hw.att_int_bits, b - 1))
-    if b == 8:
-      sim = bounded_hamming_similarity(att, mode="whs", surrogate=hw.surrogate)
-    else:  # other word lengths: exact terms, saturated at the code range (see the report's notes)
-      exact = FixedPoint(att.int_bits, att.word_length + 2)
-      sim = bounded_hamming_similarity(att, mode="whs", term_fmt=exact, score_fmt=exact, surrogate=hw.surrogate)
+    att, term, score = _att_formats(b, hw)
+    sim = bounded_hamming_similarity(att, mode="whs", term_fmt=term, score_fmt=score, surrogate=hw.surrogate)
   else:
     sim = naive_similarity(act)
   formats = {"tables": table_fmt, **acts, "addressing": "bounded Hamming" if v.qmann else "dot"}
   return quantize_params(table_fmt), sim, activation_quantizer(acts), formats
 
 
+def _att_formats(bits: int, hw: HardwareConfig) -> tuple[FixedPoint, FixedPoint, FixedPoint]:
+  """``(Q_att, term format, score format)`` of Q-MANN's addressing at a word length.
+
+  8 bits: the spec's Q(1.2.5) codes, terms truncated to Q_att, the score saturated at Q_att (or at
+  `hw.score_int_bits` integer bits). Other word lengths (the sweep): exact terms, saturated at the code range (see
+  the report's notes)."""
+  att = _fmt(bits, min(hw.att_int_bits, bits - 1))
+  term = att if bits == 8 else FixedPoint(att.int_bits, att.word_length + 2)
+  score = FixedPoint(hw.score_int_bits or term.int_bits, term.frac_bits)
+  return att, term, score
+
+
 def _inference_similarity(v: Variant, hw: HardwareConfig):
   """The integer (XOR / popcount) inference path of a Q-MANN variant's addressing."""
   if v.bits == 1:
     return functools.partial(hamming_inference_scores, fmt=BINARY, mode="sign")
-  att = _fmt(v.bits, min(hw.att_int_bits, v.bits - 1))
-  return functools.partial(hamming_inference_scores, fmt=att, mode="whs")
+  att, term, score = _att_formats(v.bits, hw)
+  return functools.partial(hamming_inference_scores, fmt=att, mode="whs", term_fmt=term, score_fmt=score)
 
 
 # ----------------------------------------------------------------------------------------------------------------
