@@ -59,8 +59,9 @@ class DataConfig(det.ShapesConfig):
   max_iou: float = 0.15
   clutter: float = 2.0
   dataset: str = "shapes"    # shapes (generated offline) | voc2007 (tfds, prepared data only)
+  num_test: int = 600        # 300 until 2026-11-29 (2nd session): 200 images left IBT - IF unresolved
   stats_size: int = 1000     # training images for the normalization statistics
-  n_eval: int = 200          # test images simulated (the ANN is scored on the same images)
+  n_eval: int = 600          # test images simulated (the ANN is scored on the same images); was 200
 
   def __post_init__(self):
     super().__post_init__()
@@ -85,7 +86,7 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class SNNConfig:
   T: int = 256               # time steps
-  eval_every: int = 8        # mAP measured every this many steps
+  eval_every: int = 4        # mAP measured every this many steps (8 until 2026-11-29, 2nd session)
   percentile: float = 99.9
   sim_batch: int = 200
   mode: str = "stepwise"
