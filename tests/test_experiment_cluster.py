@@ -1,12 +1,21 @@
 """The cluster study's smoke preset end to end: files, table keys and the figures' sanity."""
 
+import dataclasses
 import json
 
-from jaxhw.experiments.cluster import get_config, run
+import numpy as np
+import pytest
+
+from jaxhw.experiments.cluster import MeasureConfig, get_config, run
+from jaxhw.parallel import cost
 
 
 def test_smoke_preset_end_to_end(tmp_path):
-  summary = run(get_config("smoke"), tmp_path)
+  """The smoke preset, with per-device compute from measured single-device steps (``measure.compute=measured``;
+  the FLOPs form is predicted beside it from the same timings)."""
+  config = get_config("smoke")
+  config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, compute="measured"))
+  summary = run(config, tmp_path)
   for name in ("summary.json", "report.md", "measured.png", "scaling.png", "wifi_sensitivity.png", "large_batch.png"):
     assert (tmp_path / name).is_file(), name
   saved = json.loads((tmp_path / "summary.json").read_text())
@@ -24,26 +33,19 @@ def test_smoke_preset_end_to_end(tmp_path):
   assert all(0 <= r["test_accuracy"] <= 1 for r in summary["large_batch"])
   assert "reconstructed" in (tmp_path / "report.md").read_text()
 
-
-def test_measured_compute_predicts_p_single_device_steps_plus_allreduce():
-  """``compute="measured"``: a held-out data-parallel step is predicted as p x the measured single-device step of the
-  same model at batch B/p, plus the fitted all-reduce of its gradient (the spec's p t(B/p) + T_ar)."""
-  import numpy as np
-  import pytest
-
-  from jaxhw.experiments import _cluster_calibrate as cal
-  from jaxhw.experiments.cluster import MeasureConfig
-  from jaxhw.parallel import cost
-
-  r = cal.calibrate(fit_width=16, heldout_widths=(8,), batch=8, devices=(1, 2), psum_sizes=(1024, 4096), repeats=2,
-                    statistic="min", compute="measured")
-  single = {(s["width"], s["per_device_batch"]): s["ms"] for s in r["single_steps"]}
-  (row,) = [x for x in r["rows"] if x["held_out"]]
-  m = r["model"]
-  _, params, _ = cal.mlp_problem(8, 1)
-  expect = 2 * single[8, 4] + 1e3 * cost.host_allreduce_time(cal.grad_bytes(params), 2, m["allreduce_latency_s"],
-                                                              m["allreduce_bandwidth_Bps"])
-  np.testing.assert_allclose(row["predicted_step_ms"], expect, rtol=1e-9)
-  assert row["predicted_flops_compute_ms"] != row["predicted_step_ms"]
+  # compute="measured": a held-out data-parallel step is p x the measured single-device step of the same model at
+  # batch B/p plus the fitted all-reduce of its gradient (the spec's p t(B/p) + T_ar).
+  fit = summary["calibration_fit"]
+  single = {(r["width"], r["per_device_batch"]): r["ms"] for r in fit["single_steps"]}
+  m, mc = fit["model"], config.measure
+  held = [r for r in summary["calibration_rows"] if r["held_out"]]
+  assert held and m["compute"] == "measured"
+  for r in held:
+    w, p = r["width"], r["devices"]
+    grad_bytes = 4 * (784 * w + w + w * w + w + w * 10 + 10)
+    expect = p * single[w, mc.batch // p] + 1e3 * cost.host_allreduce_time(
+        grad_bytes, p, m["allreduce_latency_s"], m["allreduce_bandwidth_Bps"])
+    np.testing.assert_allclose(r["predicted_step_ms"], expect, rtol=1e-9)
+    assert r["predicted_flops_compute_ms"] != r["predicted_step_ms"]
   with pytest.raises(ValueError, match="measure.compute must be one of"):
     MeasureConfig(compute="guess")
