@@ -7,7 +7,7 @@ input and either plain IF neurons (negative activations dropped) or signed IBT n
 few steps. The table gives the ANN's mAP, each variant's mAP at the last step, the steps to reach 90 % of the ANN's
 mAP, spikes per image and the SNN/ANN energy ratio.
 
-Run: ``jaxhw run spiking_yolo --preset quick`` (a few minutes on 2 CPU cores). ``--preset full`` reads PASCAL VOC
+Run: ``jaxhw run spiking_yolo --preset quick`` (about 5 minutes on 2 CPU cores). ``--preset full`` reads PASCAL VOC
 2007 prepared with tensorflow-datasets (``tfds build voc/2007``) and refuses when it is absent.
 
 References:
@@ -134,7 +134,7 @@ class Config:
 
 
 def get_config(preset: str = "quick") -> Config:
-  """Presets: ``smoke`` (seconds), ``quick`` (generated 32x32 shapes, a few minutes on 2 CPU cores), ``full``
+  """Presets: ``smoke`` (seconds), ``quick`` (generated 32x32 shapes, about 5 minutes on 2 CPU cores), ``full``
   (PASCAL VOC 2007 through the tfds adapter, Tiny YOLO at 416x416, 11-point mAP, T = 8000)."""
   if preset == "smoke":
     return Config(data=DataConfig(num_train=64, num_test=8, stats_size=32, n_eval=8),
