@@ -27,18 +27,6 @@ from jaxhw.parallel import cost
 from jaxhw.parallel.mesh import DATA_AXIS, data_mesh, replicate, shard_batch
 
 
-def time_call(fn: Callable[[], Any], repeats: int = 20, warmup: int = 2) -> float:
-  """Median wall time (s) of ``fn()`` after `warmup` calls, each blocked until ready."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def time_calls(fns: dict[Any, Callable[[], Any]], repeats: int = 20, warmup: int = 2, statistic: str = "median"
                ) -> dict[Any, float]:
   """Wall time (s) of each ``fn()`` over `repeats` calls interleaved round-robin, so that a shared, busy machine
@@ -65,11 +53,6 @@ def psum_fn(size_bytes: int, p: int) -> Callable[[], jax.Array]:
   x = jax.device_put(jnp.ones((p, n), jnp.float32), NamedSharding(mesh, P(DATA_AXIS)))
   f = jax.jit(jax.shard_map(lambda v: lax.psum(v, DATA_AXIS), mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P()))
   return lambda: f(x)
-
-
-def psum_time(size_bytes: int, p: int, repeats: int = 20) -> float:
-  """Median time of a jitted ``psum`` of `size_bytes` fp32 bytes per device over `p` devices."""
-  return time_call(psum_fn(size_bytes, p), repeats)
 
 
 def mlp_problem(width: int, batch: int, seed: int = 0, depth: int = 2):
@@ -116,11 +99,6 @@ def dp_step_fn(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd") ->
     args = (replicate(params, mesh), replicate(tx.init(params), mesh), {}, shard_batch(batch, mesh),
             replicate(np.asarray(jax.random.key_data(jax.random.key(0))), mesh), replicate(np.int32(0), mesh))
   return lambda: fn(*args)[3]
-
-
-def dp_step_time(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd", repeats: int = 20) -> float:
-  """Median time of the trainer's jitted step on `p` devices (1: the plain single-device step)."""
-  return time_call(dp_step_fn(loss_fn, params, batch, tx, p, variant=variant), repeats)
 
 
 def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512), batch: int = 512,
