@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxhw import effects
 from jaxhw import layers as L
-from jaxhw.snn.network import SNNet, SNNOp, at_path, forward, synapse
+from jaxhw.snn.network import SNNet, SNNOp, at_path, forward
 
 __all__ = ["NORMS", "fold_batchnorm", "snn_ops", "activation_scales", "convert"]
 
@@ -207,13 +207,27 @@ def activation_scales(model: nn.Module, params: Mapping, x: np.ndarray, *, norm:
   return lams
 
 
+def _covering_outputs(size: int, kernel: int, padding: str) -> np.ndarray:
+  """For a stride-1 1-D convolution over `size` inputs: how many output positions read each input position."""
+  if padding == "SAME":
+    lo, n_out = (kernel - 1) // 2, size          # XLA's SAME: the extra padding goes after
+  else:
+    lo, n_out = 0, size - kernel + 1
+  i = np.arange(size)
+  # output o reads inputs o - lo .. o - lo + kernel - 1
+  return np.maximum(0, np.minimum(n_out - 1, i + lo) - np.maximum(0, i + lo - kernel + 1) + 1)
+
+
 def _fanout(op: SNNOp, in_shape, w_shape) -> np.ndarray:
-  """Exact fan-out of every input neuron: VJP of the op with an all-ones kernel applied to ones."""
-  x = jnp.zeros((1,) + tuple(in_shape), jnp.float32)
-  ones_w = {"kernel": jnp.ones(w_shape, jnp.float32)}
-  y, vjp = jax.vjp(lambda xx: synapse(op, ones_w, xx, bias=False), x)
-  (g,) = vjp(jnp.ones_like(y))
-  return np.rint(np.asarray(g[0])).astype(np.int32)
+  """Exact fan-out of every input neuron (how many synapses leave it): for a dense layer every output; for a
+  stride-1 conv, output channels times the output positions whose window covers it (separable in H and W)."""
+  if op.kind == "dense":
+    return np.full(tuple(in_shape), w_shape[-1], np.int32)
+  kh, kw, _, c_out = w_shape
+  h, w, c_in = in_shape
+  rows, cols = _covering_outputs(h, kh, op.padding), _covering_outputs(w, kw, op.padding)
+  fan = rows[:, None] * cols[None, :] * c_out
+  return np.broadcast_to(fan[:, :, None], (h, w, c_in)).astype(np.int32)
 
 
 def _expand_input_lambda(lam_c: np.ndarray, shape) -> np.ndarray:
