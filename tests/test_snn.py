@@ -435,6 +435,20 @@ def test_converted_net_reproduces_ann():
 
 
 # 8. SOP counter.
+@pytest.mark.parametrize("padding,kernel,shape", [("SAME", 3, (7, 6, 2)), ("SAME", 4, (5, 8, 1)),
+                                                    ("VALID", 3, (7, 6, 2)), ("VALID", 5, (5, 5, 3))])
+def test_conv_fanout_equals_vjp_of_an_all_ones_kernel(padding, kernel, shape):
+  """The closed-form fan-out of `convert` equals the VJP of the op with an all-ones kernel applied to ones."""
+  from jaxhw.snn.convert import _fanout
+  from jaxhw.snn.network import SNNOp, synapse
+  op = SNNOp("conv", ("c",), padding=padding)
+  w_shape = (kernel, kernel, shape[-1], 4)
+  ones = {"kernel": jnp.ones(w_shape)}
+  y, vjp = jax.vjp(lambda x: synapse(op, ones, x, bias=False), jnp.zeros((1, *shape)))
+  np.testing.assert_array_equal(_fanout(op, shape, w_shape), np.asarray(vjp(jnp.ones_like(y))[0][0]))
+  assert np.array_equal(_fanout(SNNOp("dense", ("d",)), shape, (int(np.prod(shape)), 5)), np.full(shape, 5))
+
+
 def test_sop_counter_equals_brute_force(tiny_net):
   net, _, x = tiny_net
   steps = 12  # as in the scan test: same compiled simulation
