@@ -130,3 +130,13 @@ def test_import_rules():
   for f in (root / "snn").glob("*.py"):
     assert not any(n.startswith("jaxhw.models") for n in _imports(f)), f
   assert not any(n.startswith("jaxhw.models") for n in _imports(root / "layers.py"))
+
+
+def test_population_stats_of_one_batch_equal_the_passes():
+  """Data that fits in one batch takes the single-pass path; it agrees with the multi-batch passes."""
+  model, variables, x = _setup(n=40)
+  one = bn_population_stats(model, variables, x, batch_size=40)
+  passes = bn_population_stats(model, variables, x, batch_size=16)
+  assert jax.tree.structure(one) == jax.tree.structure(passes)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6),
+               one, passes)

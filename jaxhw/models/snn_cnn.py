@@ -109,14 +109,38 @@ def _bn_input_recorder(next_fun, args, kwargs, context):
   return next_fun(*args, **kwargs)
 
 
+def _one_batch_stats(model: nn.Module, variables: dict, stats: dict, x: np.ndarray, apply_kwargs: dict) -> dict:
+  """`bn_population_stats` of data that fits in one batch: a single forward pass in which every batch-norm layer
+  first sets its statistics to those of its own input (so the layers after it see the population-normalised
+  values)."""
+
+  def set_then_call(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+      h = args[0].reshape(-1, args[0].shape[-1])
+      mean = h.mean(0)
+      context.module.put_variable("batch_stats", "mean", mean)
+      context.module.put_variable("batch_stats", "var", jnp.square(h - mean).mean(0))
+    return next_fun(*args, **kwargs)
+
+  @jax.jit
+  def run(variables, stats, xb):
+    with nn.intercept_methods(set_then_call):
+      _, state = model.apply({**variables, "batch_stats": stats}, xb, train=False, mutable=["batch_stats"],
+                             **apply_kwargs)
+    return state["batch_stats"]
+
+  return run(variables, stats, jnp.asarray(x))
+
+
 def bn_population_stats(model: nn.Module, variables: dict, x: np.ndarray, *, batch_size: int = 500,
                         **apply_kwargs: Any) -> dict:
   """Exact population mean and variance of every batch-norm layer's input over `x`.
 
-  The input of a batch-norm layer depends on the statistics of the ones before it, so the statistics are
-  computed in passes: after pass ``k`` the first ``k`` batch-norm layers of the forward pass are exact, and the
-  loop stops when a pass changes nothing (at most one pass per batch-norm layer). Sums are accumulated in
-  float64 on the host.
+  The input of a batch-norm layer depends on the statistics of the ones before it. When `x` fits in one batch,
+  one forward pass does it: each batch-norm layer's statistics are taken from its input (float32, two-pass
+  variance) and used at once. Otherwise the statistics are computed in passes over the batches: after pass ``k``
+  the first ``k`` batch-norm layers of the forward pass are exact, and the loop stops when a pass changes nothing
+  (at most one pass per batch-norm layer); sums are accumulated in float64 on the host.
 
   Args:
     model: a Linen module whose ``apply(variables, x, train=False, ...)`` runs batch norm from
@@ -142,6 +166,8 @@ def bn_population_stats(model: nn.Module, variables: dict, x: np.ndarray, *, bat
     return state["bn_inputs"]
 
   x = np.asarray(x)
+  if len(x) <= batch_size:
+    return _one_batch_stats(model, variables, stats, x, apply_kwargs)
   for _ in range(n_bn):
     s1 = s2 = None
     count = None
