@@ -37,8 +37,11 @@ CUTS = {
     "snn_coding": ["train.epochs=1", "train.batch_size=8", "snn.t_rate=4", "snn.t_phase=4", "snn.t_w=2",
                    "snn.t_s_ef=1", "snn.rows=burst", "snn.go_passes=1", "snn.go_images=8",
                    "snn.go_batch=8", "snn.sim_batch=8", "snn.n_boot=10"],
+    # Tiny YOLO's nine convs and five pools at a quarter of its widths (16..1024 -> 4..256): one forward of the
+    # full widths on 64 px images costs 0.34 s here.
     "spiking_yolo": ["data.max_size=64", "data.image_size=64", "train.epochs=1", "train.batch_size=8",
-                     "train.warmup_steps=1", "snn.eval_every=2", "snn.T=4", "snn.sim_batch=4"],
+                     "train.warmup_steps=1", "snn.eval_every=2", "snn.T=4", "snn.sim_batch=4",
+                     "model.widths=4,8,16,32,64,128,256,256"],
     # Per-task only (the joint model, the bit sweep and the integer kernels run in the qmann smoke test).
     "qmann": ["data.joint=false", "data.tasks=1", "data.train_limit=100", "per_task_train.epochs=1",
               "per_task_train.decay_every=1", "per_task_train.ls_epochs=1", "per_task_train.buckets=50",
@@ -46,7 +49,8 @@ CUTS = {
     "ispml": ["data.train_size=400", "data.test_size=200", "hardware.channels=16,32",
               "hardware.memory_fractions=1.0,0.25", "hardware.host_compute=flops", "train.epochs=1",
               "train.taus=1", "eval.evals_per_epoch=2"],
-    # One process (the 2-process jax.distributed run is in the cluster smoke test and test_parallel_multiprocess).
+    # One process and two devices: the smoke scale (the 2-process jax.distributed run is in the cluster smoke test
+    # and test_parallel_multiprocess).
     "cluster": ["measure.processes=1", "measure.devices=1,2", "measure.steps=2", "measure.repeats=2",
                 "measure.width=32",
                 "measure.heldout_widths=64", "measure.batch=32", "measure.train_size=128",
@@ -59,6 +63,11 @@ CUTS = {
                 "snn.images=16", "snn.screen_images=0", "noise.sigmas=0.0,0.1", "noise.chips=2", "ber.bers=0.001",
                 "ber.draws=2"],
 }
+
+
+# Cut, these full presets are their smoke runs (same data, code paths and scale; every value that makes them `full`
+# is cut), so their end-to-end run is their smoke test; test_full_presets.py checks that the cut applies.
+SMOKE_SCALE_CUTS = ("cluster", "compose")
 
 
 def run_full(study, tmp_path, monkeypatch, data_dir=None):

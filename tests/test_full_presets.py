@@ -10,10 +10,11 @@ test_full_presets_2.py: the spiking, memory, storage and cluster studies.
 import time
 
 import pytest
-from _full_presets_cases import CUTS, NEEDS_DATA, run_full
+from _full_presets_cases import CUTS, NEEDS_DATA, SMOKE_SCALE_CUTS, run_full
 from _full_presets_data import prepare
 
 from jaxhw.cli import main
+from jaxhw.config import apply_overrides
 from jaxhw.experiments import (
   cluster,
   compose,
@@ -49,6 +50,10 @@ PAPER = {
 }
 
 
+# Studies whose full preset runs end to end (at its cut) in test_full_presets*.py.
+E2E_STUDIES = {"mnist_baseline", "hat", "hat_lenet", "gbo", "snn_coding", "spiking_yolo", "qmann", "ispml"}
+
+
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
   return prepare(tmp_path_factory.mktemp("tfds"), names=("cifar10", "mnist"))
@@ -62,6 +67,16 @@ def _get(config, key):
 
 def test_every_study_has_a_full_case():
   assert set(PAPER) == set(CUTS) == set(list_studies())
+
+
+@pytest.mark.parametrize("study", sorted(CUTS))
+def test_every_cut_applies_to_its_full_preset(study):
+  """Every cut names real keys of the full config with values of their types (cheap: no run). The studies in
+  SMOKE_SCALE_CUTS stop here: cut, their full preset is their smoke run, which their smoke test runs end to end."""
+  module = PAPER[study][0]
+  cut = apply_overrides(module.get_config("full"), dict(item.split("=", 1) for item in CUTS[study]))
+  assert cut != module.get_config("full")
+  assert (study in SMOKE_SCALE_CUTS) == (study not in E2E_STUDIES)
 
 
 @pytest.mark.parametrize("study", sorted(PAPER))
@@ -145,6 +160,3 @@ def test_gbo_full_runs_vgg9_on_tiny_cifar10(tfds_dir, tmp_path, monkeypatch):
   assert "a reduced setting" in report and "the paper's setting (" not in report  # cut: 1 epoch, not 200
 
 
-def test_compose_full_runs_cut(tmp_path, monkeypatch):
-  summary, config, report = run_full("compose", tmp_path, monkeypatch)
-  assert config["data"]["eval_images"] == 100 and summary

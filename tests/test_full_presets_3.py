@@ -1,5 +1,6 @@
 """`full` presets run end to end at cut scale (third part; see test_full_presets.py): the studies whose paper
-setting needs only the vendored data (Q-MANN on bAbI, ISP-ML, the cluster model)."""
+setting needs only the vendored data (Q-MANN on bAbI, ISP-ML; the cluster and compose studies' cuts are their smoke
+runs, see `_full_presets_cases.SMOKE_SCALE_CUTS`)."""
 
 from _full_presets_cases import run_full
 
@@ -13,7 +14,3 @@ def test_ispml_full_runs_cut(tmp_path, monkeypatch):
   summary, config, report = run_full("ispml", tmp_path, monkeypatch)
   assert config["hardware"]["channels"] == [16, 32] and summary
 
-
-def test_cluster_full_runs_cut(tmp_path, monkeypatch):
-  summary, config, report = run_full("cluster", tmp_path, monkeypatch)
-  assert 138 in config["model"]["devices"] and summary

@@ -76,8 +76,9 @@ class HammingTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_packed_word_kernel_matches_numpy_reference(self):
-    """8-bit words packed four to a uint32: every term width (shift), the three modes, d not a multiple of 4."""
-    for d in (3, 50):
+    """8-bit words packed four to a uint32: every term width (shift), the three modes, d not a multiple of 4 (50:
+    13 words, the last one padded)."""
+    for d in (50,):
       (qs, qm), (ms, mm) = _random_codes(jax.random.key(d), 8, d=d)
       ms = ms.at[0, 0].set(qs[0])
       mm = mm.at[0, 0].set(qm[0])  # a memory equal to the query: every term at its maximum
