@@ -36,9 +36,23 @@ from jaxhw.config import PRESETS, ConfigError
 from jaxhw.effects import identity as identity_transform
 from jaxhw.mann import accelerator, threshold
 from jaxhw.mann.babi import NUM_TASKS, BabiSplits, load_splits
-from jaxhw.mann.quantize import BINARY, FixedPoint, activation_quantizer, format_table, per_hop_formats, quantize_params
+from jaxhw.mann.quantize import (
+  BINARY,
+  FixedPoint,
+  activation_quantizer,
+  format_table,
+  per_hop_formats,
+  quantize_params,
+  quantize_value,
+  to_codes,
+)
 from jaxhw.mann.recipe import Recipe, fit, predict, task_errors
-from jaxhw.mann.similarity import bounded_hamming_similarity, hamming_inference_scores, naive_similarity
+from jaxhw.mann.similarity import (
+  bounded_hamming_similarity,
+  hamming_inference_scores,
+  hamming_scores_int,
+  naive_similarity,
+)
 from jaxhw.metrics import write_json
 from jaxhw.models.memn2n import MemN2N, dot_similarity, identity_activation
 from jaxhw.report import Table, write_study_report
@@ -270,6 +284,47 @@ def _output_norms(model: MemN2N, transform, params, data, hops: int) -> tuple[np
   return rows, predict(jax.jit(apply), qp, data)[:, 0].astype(np.float64)
 
 
+def _addressing_diagnostics(model: MemN2N, transform, params, data, v: Variant, hw: HardwareConfig) -> dict:
+  """What the 8-bit addressing does with the operands it is given, over `data` (every hop, occupied memory slots):
+  the paper's case for Q-MANN is that naive dot products of Q(1.5.2) values saturate the score, while the bounded
+  Hamming score cannot overflow.
+
+  Returns fractions: ``zero_operands`` (u and m dimensions whose code is 0 in the addressing format: for Q-MANN
+  they still vote +-1 by their sign), ``zero_products`` (naive: nonzero products u_j m_ij truncated to 0 by the
+  product format), ``saturated_scores`` (scores past the score format's range, before saturation)."""
+  qp, _ = transform.apply(params, transform.init(params), jax.random.key(0))
+  if v.qmann:
+    att, term, score = _att_formats(v.bits, hw)
+  else:
+    att = term = score = _fmt(v.bits, _act_int_bits(v.bits, hw))
+
+  def counts(p, stories, queries):
+    _, state = model.apply({"params": p}, stories, queries, mutable=["intermediates"])
+    full = stories.any(-1)                                            # [B, M] occupied slots
+    rows = []
+    for u, m in zip(state["intermediates"]["addressing_query"], state["intermediates"]["addressing_memory"]):
+      (su, mu), (sm, mm) = to_codes(u, att), to_codes(m, att)
+      if v.qmann:
+        raw = hamming_scores_int((su, mu), (sm, mm), att.word_length, term.frac_bits, None, mode="whs")
+        s_val = raw * 2.0 ** -term.frac_bits
+        zero_p = nonzero_p = jnp.zeros(u.shape[0])
+      else:
+        prod = u[:, None, :] * m
+        q = quantize_value(prod, att)
+        s_val = q.sum(-1)
+        live = (prod != 0) & full[..., None]
+        zero_p, nonzero_p = ((q == 0) & live).sum((1, 2)), live.sum((1, 2))
+      rows.append(jnp.stack([
+          (mu == 0).sum(-1) + ((mm == 0) & full[..., None]).sum((1, 2)), u.shape[-1] * (1 + full.sum(-1)),
+          zero_p, nonzero_p, ((jnp.abs(s_val) > score.max_value) & full).sum(-1), full.sum(-1)], -1))
+    return sum(rows).astype(jnp.float32)
+
+  c = predict(jax.jit(counts), qp, data).sum(0)
+  ratio = lambda a, b: float(a / b) if b else 0.0  # noqa: E731
+  return {"zero_operands": ratio(c[0], c[1]), "zero_products": ratio(c[2], c[3]) if not v.qmann else None,
+          "saturated_scores": ratio(c[4], c[5]), "score_max": float(score.max_value), "addressing_format": str(att)}
+
+
 def _train_one(splits: BabiSplits, dim: int, config: Config, recipe: Recipe, v: Variant, init_params, seed: int,
                *, early_stopping: bool, quiet: bool, desc: str, workdir: Path | None = None) -> Trained:
   transform, sim, act, _ = variant_parts(v, config.hardware, config.model.hops)
@@ -360,6 +415,11 @@ def _run_models(splits: BabiSplits, dim: int, recipe: Recipe, config: Config, wo
     ev = _evaluator(_model(splits, dim, config, _inference_similarity(v, hw), act), transform)
     exact[name] = float((predict(ev, trained[name].params, splits.test).argmax(-1) == logits[name].argmax(-1)).mean())
   out["integer_kernel_agreement"] = exact
+  out["addressing"] = {}
+  for name in ("naive-8", "qmann-8"):
+    transform, sim, act, _ = variant_parts(variants[name], hw, config.model.hops)
+    out["addressing"][name] = _addressing_diagnostics(_model(splits, dim, config, sim, act), transform,
+                                                      trained[name].params, splits.test, variants[name], hw)
 
   # Bit-width sweep (naive vs Q-MANN), short fine-tunes from the float model.
   if sweep:
@@ -528,6 +588,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
     summary["sweep"] = j.get("sweep", {})
     summary["seeds"] = j["seeds"]
     summary["integer_kernel_agreement"] = j["integer_kernel_agreement"]
+    summary["addressing"] = j["addressing"]
     summary["float_epoch_s"] = j["float_epoch_s"]
     summary["train_s"] = j["train_s"]
     summary["formats"] = j["formats"]
@@ -620,6 +681,14 @@ def _report(workdir: Path, config: Config, summary, primary, thr_q, thr_f, energ
       Table("Accelerator model (dataflow FPGA vs GPU at batch 1; a model with assumed power)",
             ["", "model", "paper"], fpga_rows),
   ]
+  if summary.get("addressing"):
+    tables.append(Table("8-bit addressing on the test questions (every hop, occupied slots): the paper's case is "
+                        "that naive dot products saturate the score",
+                        ["column", "format", "operands coded 0 %", "nonzero products truncated to 0 %",
+                         "scores past the score range %", "score range"],
+                        [[k, a["addressing_format"], 100 * a["zero_operands"],
+                          None if a["zero_products"] is None else 100 * a["zero_products"],
+                          100 * a["saturated_scores"], a["score_max"]] for k, a in summary["addressing"].items()]))
   if summary.get("sweep"):
     tables.append(Table("Error vs bit width (mean test error %, short QAT fine-tunes from the float model)",
                         ["bits", "naive", "Q-MANN"],

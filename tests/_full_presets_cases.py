@@ -27,8 +27,9 @@ CUTS = {
             "eval.sweep_params=2", "eval.sweep_min_per_leaf=1", "eval.sweep_leaves=params/Dense_0",
             "eval.screen_images=0", "eval.trace_probes=1", "eval.eig_iters=1", "eval.attack_seeds=1",
             "eval.attack_iters=1", "eval.random_draws=1", "seeds=0", "model.width=8"],
+    # HAT only (on every layer, the full preset's setting; plain LeNet-5 runs in the hat_lenet smoke test).
     "hat_lenet": ["data.val_size=4", "data.screen_images=8", "data.mid_images=8", "data.bfa_images=4",
-                  "data.sweep_params=8", "train.steps=30", "train.batch_size=8", "methods.methods=plain,hat",
+                  "data.sweep_params=8", "train.steps=30", "train.batch_size=8", "methods.methods=hat",
                   "methods.hat_lams=0.01", "defenses.group_sizes=64", "defenses.bfa_seeds=()", "seeds=0"],
     "gbo": ["train.epochs=1", "train.batch_size=8", "data.cifar_val_size=4", "hardware.ref_chips=1",
             "hardware.bisection_steps=2", "hardware.sigma_multipliers=2.0", "search.uniform=1,2", "search.budgets=2",

@@ -26,6 +26,12 @@ def test_smoke_end_to_end(tmp_path):
   assert set(saved["energy"]) >= {"float", "naive-8", "qmann-8", "naive-bin", "qmann-bin"}
   assert saved["energy"]["float"] > saved["energy"]["qmann-8"] > 0
   assert saved["integer_kernel_agreement"] == {"qmann-8": 1.0, "qmann-bin": 1.0}
+  addr = saved["addressing"]
+  assert set(addr) == {"naive-8", "qmann-8"} and addr["qmann-8"]["zero_products"] is None
+  assert addr["naive-8"]["addressing_format"] == "Q(1.5.2)" and addr["qmann-8"]["addressing_format"] == "Q(1.2.5)"
+  for a in addr.values():
+    assert all(0 <= a[k] <= 1 for k in ("zero_operands", "saturated_scores"))
+  assert 0 <= addr["naive-8"]["zero_products"] <= 1
   assert summary["rows"] == saved["rows"]
   assert (tmp_path / "joint_float_seed0" / "metrics.jsonl").is_file()  # the float run logs and checkpoints
   report = (tmp_path / "report.md").read_text()

@@ -149,7 +149,7 @@ def test_hat_full_runs_resnet18_on_tiny_cifar10(tfds_dir, tmp_path, monkeypatch)
 def test_hat_lenet_full_runs_on_tiny_mnist(tfds_dir, tmp_path, monkeypatch):
   summary, config, report = run_full("hat_lenet", tmp_path, monkeypatch, tfds_dir)
   assert config["data"]["source"] == "tfds"
-  assert set(summary["lenet"]) == {"plain", "hat"}
+  assert set(summary["lenet"]) == {"hat"} and config["methods"]["hat_layers"] == []
   assert "MNIST (tfds, full)" in report
 
 

@@ -134,7 +134,9 @@ class MemN2N(nn.Module):
       linear: linear start: use the raw scores instead of the hop softmax (a bool or a traced scalar).
 
     Returns:
-      ``[batch, vocab_size]`` logits. The hop attentions are sown into ``intermediates/attention``.
+      ``[batch, vocab_size]`` logits. The hop attentions are sown into ``intermediates/attention``, each hop's
+      addressing operands (u and m, formats applied) into ``intermediates/addressing_query`` and
+      ``intermediates/addressing_memory`` (read them with ``mutable=["intermediates"]``).
     """
     if self.encoding not in ENCODINGS:
       raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}.")
@@ -170,6 +172,8 @@ class MemN2N(nn.Module):
     for k in range(self.hops):
       m = act(memories[k], "m", k)
       c = act(memories[k + 1], "c", k)
+      self.sow("intermediates", "addressing_query", u)
+      self.sow("intermediates", "addressing_memory", m)
       scores = self._similarity(k)(u, m)
       if self.mask_empty:
         p = jax.nn.softmax(jnp.where(full, scores, -1e30), axis=-1) * full
