@@ -99,6 +99,8 @@ class HardwareConfig:
   naive_bin_score_int_bits: int = 3   # naive-bin scores, saturating Q(1.3.2)
   mq: bool = True              # Q-MANN per-hop activation formats
   surrogate: str = "tanh"      # Q-MANN's training gradient: "tanh" (tanh(a) tanh(b)) or "l1" (sign-gated L1)
+  score_shift: int = 0         # [beyond the paper] Q-MANN 8-bit scores x 2^k before the hop softmax (a shift in
+  #                              hardware): the bounded score (|S| < 4) keeps attention flat; 0 = the paper's
   early_stopping: bool = True  # Q-MANN keeps the best-validation epoch
   qat_init: str = "float"      # "float": fine-tune from the float model; "scratch": the whole recipe
   finetune_epochs: int = 6
@@ -206,7 +208,8 @@ def variant_parts(v: Variant, hw: HardwareConfig, hops: int):
         naive_similarity(_fmt(6, hw.naive_bin_score_int_bits), operand_fmt=BINARY)
   elif v.qmann:
     att, term, score = _att_formats(b, hw)
-    sim = bounded_hamming_similarity(att, mode="whs", term_fmt=term, score_fmt=score, surrogate=hw.surrogate)
+    sim = _shifted(bounded_hamming_similarity(att, mode="whs", term_fmt=term, score_fmt=score,
+                                              surrogate=hw.surrogate), hw.score_shift if b == 8 else 0)
   else:
     sim = naive_similarity(act)
   formats = {"tables": table_fmt, **acts, "addressing": "bounded Hamming" if v.qmann else "dot"}
@@ -230,7 +233,15 @@ def _inference_similarity(v: Variant, hw: HardwareConfig):
   if v.bits == 1:
     return functools.partial(hamming_inference_scores, fmt=BINARY, mode="sign")
   att, term, score = _att_formats(v.bits, hw)
-  return functools.partial(hamming_inference_scores, fmt=att, mode="whs", term_fmt=term, score_fmt=score)
+  return _shifted(functools.partial(hamming_inference_scores, fmt=att, mode="whs", term_fmt=term, score_fmt=score),
+                  hw.score_shift if v.bits == 8 else 0)
+
+
+def _shifted(similarity, shift: int):
+  """`similarity` with its scores multiplied by ``2^shift`` (exact in fixed point: a shift of the score code)."""
+  if shift == 0:
+    return similarity
+  return lambda query, memories: similarity(query, memories) * 2.0 ** shift
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,24 +296,32 @@ def _output_norms(model: MemN2N, transform, params, data, hops: int) -> tuple[np
 
 
 def _addressing_diagnostics(model: MemN2N, transform, params, data, v: Variant, hw: HardwareConfig) -> dict:
-  """What the 8-bit addressing does with the operands it is given, over `data` (every hop, occupied memory slots):
-  the paper's case for Q-MANN is that naive dot products of Q(1.5.2) values saturate the score, while the bounded
+  """What the addressing does with the operands it is given, over `data` (every hop, occupied memory slots): the
+  paper's case for Q-MANN is that naive dot products of Q(1.5.2) values saturate the score, while the bounded
   Hamming score cannot overflow.
 
   Returns fractions: ``zero_operands`` (u and m dimensions whose code is 0 in the addressing format: for Q-MANN
   they still vote +-1 by their sign), ``zero_products`` (naive: nonzero products u_j m_ij truncated to 0 by the
-  product format), ``saturated_scores`` (scores past the score format's range, before saturation)."""
+  product format), ``saturated_scores`` (scores past the score format's range, before saturation), and
+  ``top_attention``, the mean largest hop-softmax weight (how sharp the attention is; every column, float too).
+  The format figures are None for the float column."""
   qp, _ = transform.apply(params, transform.init(params), jax.random.key(0))
+  quantized = v.bits is not None
   if v.qmann:
     att, term, score = _att_formats(v.bits, hw)
-  else:
+  elif quantized:
     att = term = score = _fmt(v.bits, _act_int_bits(v.bits, hw))
 
   def counts(p, stories, queries):
     _, state = model.apply({"params": p}, stories, queries, mutable=["intermediates"])
+    inter = state["intermediates"]
     full = stories.any(-1)                                            # [B, M] occupied slots
     rows = []
-    for u, m in zip(state["intermediates"]["addressing_query"], state["intermediates"]["addressing_memory"]):
+    for u, m, a in zip(inter["addressing_query"], inter["addressing_memory"], inter["attention"]):
+      top = a.max(-1)
+      if not quantized:
+        rows.append(jnp.stack([top] + [jnp.zeros_like(top)] * 6, -1))
+        continue
       (su, mu), (sm, mm) = to_codes(u, att), to_codes(m, att)
       if v.qmann:
         raw = hamming_scores_int((su, mu), (sm, mm), att.word_length, term.frac_bits, None, mode="whs")
@@ -315,14 +334,19 @@ def _addressing_diagnostics(model: MemN2N, transform, params, data, v: Variant, 
         live = (prod != 0) & full[..., None]
         zero_p, nonzero_p = ((q == 0) & live).sum((1, 2)), live.sum((1, 2))
       rows.append(jnp.stack([
-          (mu == 0).sum(-1) + ((mm == 0) & full[..., None]).sum((1, 2)), u.shape[-1] * (1 + full.sum(-1)),
+          top, (mu == 0).sum(-1) + ((mm == 0) & full[..., None]).sum((1, 2)), u.shape[-1] * (1 + full.sum(-1)),
           zero_p, nonzero_p, ((jnp.abs(s_val) > score.max_value) & full).sum(-1), full.sum(-1)], -1))
     return sum(rows).astype(jnp.float32)
 
   c = predict(jax.jit(counts), qp, data).sum(0)
+  hops = model.hops
   ratio = lambda a, b: float(a / b) if b else 0.0  # noqa: E731
-  return {"zero_operands": ratio(c[0], c[1]), "zero_products": ratio(c[2], c[3]) if not v.qmann else None,
-          "saturated_scores": ratio(c[4], c[5]), "score_max": float(score.max_value), "addressing_format": str(att)}
+  out = {"top_attention": float(c[0] / (len(data.answers) * hops)), "zero_operands": None, "zero_products": None,
+         "saturated_scores": None, "score_max": None, "addressing_format": "float"}
+  if quantized:
+    out.update(zero_operands=ratio(c[1], c[2]), zero_products=ratio(c[3], c[4]) if not v.qmann else None,
+               saturated_scores=ratio(c[5], c[6]), score_max=float(score.max_value), addressing_format=str(att))
+  return out
 
 
 def _train_one(splits: BabiSplits, dim: int, config: Config, recipe: Recipe, v: Variant, init_params, seed: int,
@@ -416,7 +440,7 @@ def _run_models(splits: BabiSplits, dim: int, recipe: Recipe, config: Config, wo
     exact[name] = float((predict(ev, trained[name].params, splits.test).argmax(-1) == logits[name].argmax(-1)).mean())
   out["integer_kernel_agreement"] = exact
   out["addressing"] = {}
-  for name in ("naive-8", "qmann-8"):
+  for name in ("float", "naive-8", "qmann-8"):
     transform, sim, act, _ = variant_parts(variants[name], hw, config.model.hops)
     out["addressing"][name] = _addressing_diagnostics(_model(splits, dim, config, sim, act), transform,
                                                       trained[name].params, splits.test, variants[name], hw)
@@ -682,13 +706,13 @@ def _report(workdir: Path, config: Config, summary, primary, thr_q, thr_f, energ
             ["", "model", "paper"], fpga_rows),
   ]
   if summary.get("addressing"):
-    tables.append(Table("8-bit addressing on the test questions (every hop, occupied slots): the paper's case is "
-                        "that naive dot products saturate the score",
+    tables.append(Table("Addressing on the test questions (every hop, occupied slots): the paper's case is that "
+                        "naive 8-bit dot products saturate the score",
                         ["column", "format", "operands coded 0 %", "nonzero products truncated to 0 %",
-                         "scores past the score range %", "score range"],
-                        [[k, a["addressing_format"], 100 * a["zero_operands"],
-                          None if a["zero_products"] is None else 100 * a["zero_products"],
-                          100 * a["saturated_scores"], a["score_max"]] for k, a in summary["addressing"].items()]))
+                         "scores past the score range %", "score range", "mean top attention weight"],
+                        [[k, a["addressing_format"], *[None if a[f] is None else 100 * a[f] for f in
+                                                       ("zero_operands", "zero_products", "saturated_scores")],
+                          a["score_max"], a["top_attention"]] for k, a in summary["addressing"].items()]))
   if summary.get("sweep"):
     tables.append(Table("Error vs bit width (mean test error %, short QAT fine-tunes from the float model)",
                         ["bits", "naive", "Q-MANN"],

@@ -27,9 +27,12 @@ def test_smoke_end_to_end(tmp_path):
   assert saved["energy"]["float"] > saved["energy"]["qmann-8"] > 0
   assert saved["integer_kernel_agreement"] == {"qmann-8": 1.0, "qmann-bin": 1.0}
   addr = saved["addressing"]
-  assert set(addr) == {"naive-8", "qmann-8"} and addr["qmann-8"]["zero_products"] is None
+  assert set(addr) == {"float", "naive-8", "qmann-8"} and addr["qmann-8"]["zero_products"] is None
   assert addr["naive-8"]["addressing_format"] == "Q(1.5.2)" and addr["qmann-8"]["addressing_format"] == "Q(1.2.5)"
+  assert addr["float"]["zero_operands"] is None
   for a in addr.values():
+    assert 0 < a["top_attention"] <= 1 + 1e-6
+  for a in (addr["naive-8"], addr["qmann-8"]):
     assert all(0 <= a[k] <= 1 for k in ("zero_operands", "saturated_scores"))
   assert 0 <= addr["naive-8"]["zero_products"] <= 1
   assert summary["rows"] == saved["rows"]
