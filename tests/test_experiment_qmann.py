@@ -66,3 +66,19 @@ def test_output_norms_bound_the_logits():
     bound = rows[None, :] * query[:, None]
     assert np.all(np.abs(logits) <= bound * (1 + 1e-5) + 1e-6)
     assert np.max(np.abs(logits) / np.maximum(bound, 1e-9)) > 0.3  # the captured u is the output layer's input
+
+
+def test_score_shift_scales_qmann_8bit_scores_only():
+  """`hardware.score_shift=k` multiplies Q-MANN's 8-bit scores (training and integer inference) by 2^k; other
+  columns and word lengths keep theirs."""
+  hw0 = qmann.get_config("smoke").hardware
+  hw2 = dataclasses.replace(hw0, score_shift=2)
+  u = jax.random.normal(jax.random.key(0), (3, 20))
+  m = jax.random.normal(jax.random.key(1), (3, 5, 20))
+  for v in (qmann.Variant("qmann-8", 8, True), qmann.Variant("naive-8", 8, False), qmann.Variant("q4", 4, True)):
+    s0, s2 = (np.asarray(qmann.variant_parts(v, hw, 3)[1](u, m)) for hw in (hw0, hw2))
+    assert np.abs(s0).max() > 0
+    np.testing.assert_array_equal(s2, s0 * (4 if v.name == "qmann-8" else 1))
+  v = qmann.Variant("qmann-8", 8, True)
+  i0, i2 = (np.asarray(qmann._inference_similarity(v, hw)(u, m)) for hw in (hw0, hw2))
+  np.testing.assert_array_equal(i2, 4 * i0)
