@@ -447,6 +447,8 @@ def test_conv_fanout_equals_vjp_of_an_all_ones_kernel(padding, kernel, shape):
   y, vjp = jax.vjp(lambda x: synapse(op, ones, x, bias=False), jnp.zeros((1, *shape)))
   np.testing.assert_array_equal(_fanout(op, shape, w_shape), np.asarray(vjp(jnp.ones_like(y))[0][0]))
   assert np.array_equal(_fanout(SNNOp("dense", ("d",)), shape, (int(np.prod(shape)), 5)), np.full(shape, 5))
+  with pytest.raises(ValueError, match="padding 'FULL'"):
+    _fanout(SNNOp("conv", ("c",), padding="FULL"), shape, w_shape)
 
 
 def test_sop_counter_equals_brute_force(tiny_net):

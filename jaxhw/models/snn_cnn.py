@@ -158,6 +158,10 @@ def bn_population_stats(model: nn.Module, variables: dict, x: np.ndarray, *, bat
   if n_bn == 0:
     return stats
 
+  x = np.asarray(x)
+  if len(x) <= batch_size:
+    return _one_batch_stats(model, variables, stats, x, apply_kwargs)
+
   @jax.jit
   def bn_inputs(variables, stats, xb):
     with nn.intercept_methods(_bn_input_recorder):
@@ -165,9 +169,6 @@ def bn_population_stats(model: nn.Module, variables: dict, x: np.ndarray, *, bat
                              **apply_kwargs)
     return state["bn_inputs"]
 
-  x = np.asarray(x)
-  if len(x) <= batch_size:
-    return _one_batch_stats(model, variables, stats, x, apply_kwargs)
   for _ in range(n_bn):
     s1 = s2 = None
     count = None

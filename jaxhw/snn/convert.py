@@ -211,8 +211,10 @@ def _covering_outputs(size: int, kernel: int, padding: str) -> np.ndarray:
   """For a stride-1 1-D convolution over `size` inputs: how many output positions read each input position."""
   if padding == "SAME":
     lo, n_out = (kernel - 1) // 2, size          # XLA's SAME: the extra padding goes after
-  else:
+  elif padding == "VALID":
     lo, n_out = 0, size - kernel + 1
+  else:
+    raise ValueError(f"conv padding {padding!r} is not supported; valid: 'SAME', 'VALID'")
   i = np.arange(size)
   # output o reads inputs o - lo .. o - lo + kernel - 1
   return np.maximum(0, np.minimum(n_out - 1, i + lo) - np.maximum(0, i + lo - kernel + 1) + 1)
