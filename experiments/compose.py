@@ -35,7 +35,7 @@ from jaxhw import crossbar, effects, faults, hessian, snn
 from jaxhw.config import check_preset
 from jaxhw.data import MnistConfig, load_mnist_splits
 from jaxhw.metrics import batched_accuracy, cross_entropy, write_json
-from jaxhw.models import MNIST_CNN, SequentialCNN, bn_population_stats, init_variables, mlp
+from jaxhw.models import MNIST_CNN, SequentialCNN, bn_population_stats, mlp
 from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
 
@@ -204,7 +204,7 @@ def snn_vs_ann(config: Config, data, key, quiet: bool) -> dict:
   x, y = data.x_train, data.y_train
   model = SequentialCNN(layers=MNIST_CNN)
   k_init, k_sim = jax.random.split(key)
-  variables = init_variables(model, k_init, jnp.zeros((1, *x.shape[1:]), jnp.float32))
+  variables = jax.jit(model.init)(k_init, jnp.zeros((1, *x.shape[1:]), jnp.float32))
 
   def loss_fn(params, model_state, batch, step_key, step):
     logits, new = model.apply({"params": params, **model_state}, batch[0], train=True, mutable=["batch_stats"],

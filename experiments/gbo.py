@@ -61,7 +61,6 @@ from jaxhw.crossbar.chips import fixed_noise_evaluator
 from jaxhw.data.mnist import MnistConfig, load_mnist_splits
 from jaxhw.metrics import append_jsonl, write_json
 from jaxhw.models.binary_net import BinaryCNN, BinaryMLP, binary_layer_paths
-from jaxhw.models.init import init_variables
 from jaxhw.report import Table, write_study_report
 from jaxhw.train import TrainConfig, make_optimizer, total_steps, train
 
@@ -271,7 +270,7 @@ def _run_net(config: Config, name: str, sizes, data, workdir: Path, quiet: bool)
   #    to [-1, 1] after every update; then exact population BN statistics over the training set
   model = _model(config, sizes, binarize)
   paths = binary_layer_paths(model)
-  variables = init_variables(model, jax.random.key(config.seed), jnp.asarray(x_tr[:1]))
+  variables = model.init(jax.random.key(config.seed), jnp.asarray(x_tr[:1]))
 
   def loss_fn(p, state, batch, rng, step):
     logits, new_state = model.apply({"params": p, **state}, batch[0], train=True, mutable=["batch_stats"])

@@ -44,7 +44,7 @@ from jaxhw import pytree as _tree
 from jaxhw.config import check_preset
 from jaxhw.data import MnistConfig, MnistSplits, load_mnist_splits, random_shift, tfds_arrays
 from jaxhw.metrics import batched_accuracy, cross_entropy, write_json
-from jaxhw.models import ONE_SHOT, init_variables, mlp_apply, mlp_init, resnet18
+from jaxhw.models import mlp_apply, mlp_init, resnet18
 from jaxhw.models.snn_cnn import bn_population_stats
 from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
@@ -61,6 +61,7 @@ COLLAPSE_ACCURACY = 0.11       # chance (10 classes) + 1 point
 # One-shot analysis functions (init, Hessian trace / eigenvalue) are compiled at XLA backend optimisation level 0:
 # on CPU that compiles them ~3x faster, and their runtime is dominated by library matmuls, so it barely changes.
 # (Not for the sweep drivers, whose fused elementwise loops are 10-20x slower at level 0.)
+_ONE_SHOT = {"xla_backend_optimization_level": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +220,7 @@ def _hessian_fn(config, xh, yh, apply_fn=mlp_apply, wrt: str | None = None):
     eig = H.top_eigenvalues(k2, loss, p, 1, max_iters=ec.eig_iters)
     return tr.mean, tr.stderr, eig.eigenvalues[0]
 
-  return jax.jit(f, compiler_options=ONE_SHOT)
+  return jax.jit(f, compiler_options=_ONE_SHOT)
 
 
 def _exact(v) -> dict:
@@ -521,14 +522,14 @@ class _Model(NamedTuple):
 def _model(config: HATStudyConfig, x_example) -> _Model:
   mc = config.model
   if mc.arch == "mlp":
-    init = jax.jit(mlp_init, static_argnums=1, compiler_options=ONE_SHOT)  # a pure wrapper of MLP.init
+    init = jax.jit(mlp_init, static_argnums=1, compiler_options=_ONE_SHOT)  # a pure wrapper of MLP.init
     n = sum(a * b + b for a, b in zip(mc.sizes[:-1], mc.sizes[1:]))
     return _Model(lambda key: init(key, tuple(mc.sizes)), mlp_apply, lambda p, x: p, mlp_apply, "mlp",
                   tuple(config.eval.sweep_leaves) or None, None, n, f"MLP {'-'.join(map(str, mc.sizes))} ReLU")
   model = resnet18(num_classes=10, width=mc.width)
-  v0 = init_variables(model, jax.random.key(0), jnp.asarray(x_example[:1]))
+  v0 = jax.jit(model.init, compiler_options=_ONE_SHOT)(jax.random.key(0), jnp.asarray(x_example[:1]))
   stats0 = v0["batch_stats"]
-  init = jax.jit(lambda key: model.init(key, jnp.asarray(x_example[:1]))["params"], compiler_options=ONE_SHOT)
+  init = jax.jit(lambda key: model.init(key, jnp.asarray(x_example[:1]))["params"], compiler_options=_ONE_SHOT)
 
   def train_apply(p, x):
     return model.apply({"params": p, "batch_stats": stats0}, x, train=True, mutable=["batch_stats"])[0]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxhw.config import check_preset
 from jaxhw.data import MnistConfig, load_mnist_splits, random_shift
 from jaxhw.metrics import accuracy, batched_accuracy, cross_entropy, write_json
-from jaxhw.models import LeNet5, init_variables, mlp
+from jaxhw.models import LeNet5, mlp
 from jaxhw.report import Table, figure, write_study_report
 from jaxhw.train import TrainConfig, train
 
@@ -78,7 +78,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
     return model.apply({"params": params}, images)
 
   apply_jit = jax.jit(apply)
-  params = init_variables(model, jax.random.key(config.seed), jnp.zeros((1, *x.shape[1:]), jnp.float32))["params"]
+  params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *x.shape[1:]), jnp.float32))["params"]
 
   def loss_fn(params, batch, key, step):
     logits = apply(params, random_shift(key, batch[0], config.data.max_shift))

@@ -39,7 +39,6 @@ from jaxhw import layers as L
 from jaxhw import snn
 from jaxhw.data.mnist import MnistConfig, load_mnist_splits
 from jaxhw.metrics import accuracy, append_jsonl, cross_entropy, write_json
-from jaxhw.models.init import init_variables
 from jaxhw.models.snn_cnn import MNIST_CNN, SequentialCNN, bn_population_stats, vgg16_layers
 from jaxhw.report import Table, figure, write_study_report
 from jaxhw.snn import latency as snn_latency
@@ -228,7 +227,7 @@ def _train_ann(config: Config, layers, x, y, workdir: Path, train_config: TrainC
                                     mutable=["batch_stats"], rngs={"dropout": key})
     return cross_entropy(logits, batch[1]), ({"train_accuracy": accuracy(logits, batch[1])}, new_state)
 
-  variables = init_variables(model, jax.random.key(config.seed), jnp.asarray(x[:1]))
+  variables = jax.jit(lambda k, xb: model.init(k, xb))(jax.random.key(config.seed), jnp.asarray(x[:1]))
   # the checkpoint's identity: only what changes the trained ANN (the SNN settings can vary on a resumed run).
   fingerprint = {"dataset": config.data.dataset, "train_size": config.data.train_size,
                  "val_size": config.data.val_size, "arch": tag, "model": "flax SequentialCNN",

@@ -33,7 +33,6 @@ from jaxhw import detection as det
 from jaxhw import snn
 from jaxhw.config import PRESETS, ConfigError
 from jaxhw.metrics import append_jsonl, write_json
-from jaxhw.models.init import init_variables
 from jaxhw.models.snn_cnn import bn_population_stats
 from jaxhw.models.tiny_yolo import TINY_YOLO_VOC_POOLS, TINY_YOLO_VOC_WIDTHS, VOC_ANCHORS_416, grid_size, tiny_yolo
 from jaxhw.report import Table, figure, write_study_report
@@ -234,7 +233,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
     return loss, (parts, new_state)
 
   x = train_set.images
-  variables = init_variables(model, jax.random.key(config.seed), jnp.asarray(x[:1]))
+  variables = jax.jit(model.init)(jax.random.key(config.seed), jnp.asarray(x[:1]))
   fingerprint = {"data": dataclasses.asdict(config.data), "model": dataclasses.asdict(config.model),
                  "train": dataclasses.asdict(config.train), "seed": config.seed, "detector": "tiny_yolo"}
   fingerprint["data"].pop("n_eval")

@@ -8,7 +8,6 @@ No model imports a hardware package: effects attach from outside through `jaxhw.
 """
 
 from jaxhw.models.binary_net import BinaryCNN, BinaryMLP, binary_layer_paths
-from jaxhw.models.init import ONE_SHOT, init_variables
 from jaxhw.models.lenet import LeNet5
 from jaxhw.models.memn2n import MemN2N, dot_similarity, identity_activation, position_encoding
 from jaxhw.models.mlp import MLP, dense_paths, mlp, mlp_apply, mlp_init
@@ -21,5 +20,5 @@ __all__ = [
     "MLP", "BasicBlock", "BinaryCNN", "BinaryMLP", "LeNet5", "MNIST_CNN", "ResNet", "SequentialCNN", "VGG", "VGG_PLANS",
     "binary_layer_paths", "bn_population_stats", "dense_paths", "mlp", "mlp_apply", "mlp_init", "resnet18", "vgg16",
     "vgg16_layers", "MemN2N", "dot_similarity", "identity_activation", "position_encoding",
-    "head_reshape", "tiny_yolo", "tiny_yolo_layers", "ONE_SHOT", "init_variables",
+    "head_reshape", "tiny_yolo", "tiny_yolo_layers",
 ]
