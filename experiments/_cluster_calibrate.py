@@ -104,7 +104,7 @@ def dp_step_fn(loss_fn, params, batch, tx, p: int, *, variant: str = "gspmd") ->
 def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512), batch: int = 512,
               devices: Sequence[int] = (1, 2, 4), psum_sizes: Sequence[int] = (2**14, 2**18, 2**20, 2**22),
               repeats: int = 20, statistic: str = "median", host_model: str = "spec",
-              compute: str = "flops") -> dict[str, Any]:
+              compute: str = "flops", rounds: int = 1) -> dict[str, Any]:
   """Fits the host model and predicts held-out configurations; returns a JSON-able record.
 
   Fit: psums of `psum_sizes` bytes over each p > 1 in `devices`, and single-device steps of the `fit_width` MLP at
@@ -117,11 +117,17 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
   t0 fitted on the fit width only, so other widths are extrapolated through their FLOPs) or ``"measured"`` (the
   measured single-device step of the same model at the per-device batch: the spec's "measured throughput"; the
   data-parallel steps of every width stay out of the fit).
+
+  `rounds` independent measurement rounds (every call rebuilt and timed again) are combined by their per-call
+  median: on a shared VM one round's floor of a single configuration moves by up to ~25 % between back-to-back
+  rounds, which no host model can follow; the median of three rounds halves the spread of the held-out error.
   """
   if host_model not in ("launch", "spec"):
     raise ValueError(f"host_model must be 'launch' or 'spec', got {host_model!r}.")
   if compute not in ("flops", "measured"):
     raise ValueError(f"compute must be 'flops' or 'measured', got {compute!r}.")
+  if rounds < 1:
+    raise ValueError(f"rounds must be >= 1, got {rounds!r}.")
   import optax
 
   tx = optax.sgd(0.01)
@@ -133,28 +139,33 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
       flops_cache[width, b] = step_flops(loss_fn, params, data, tx)
     return flops_cache[width, b]
 
-  # Every timed call is built first, then all are timed interleaved: on a shared machine the fit and the held-out
-  # measurements then see the same background load.
-  calls: dict[tuple, Callable[[], Any]] = {}
-  for p in devices:
-    if p > 1:
-      for size in psum_sizes:
-        calls["psum", size, p] = psum_fn(size, p)
   fit_batches = sorted({max(1, batch // q) for q in (*devices, 2 * max(devices))}, reverse=True)
-  for b in fit_batches:  # the per-device batches of the runs, and one smaller, for the t0 + F/R fit
-    loss_fn, params, data = mlp_problem(fit_width, b)
-    calls["fit", b] = dp_step_fn(loss_fn, params, data, tx, 1)
-  if compute == "measured":  # every other width's single-device steps at the runs' per-device batches
-    for width in heldout_widths:
-      for p in devices:
-        if p > 1:
-          loss_fn, params, data = mlp_problem(width, max(1, batch // p))
-          calls["single", width, max(1, batch // p)] = dp_step_fn(loss_fn, params, data, tx, 1)
-  for width in (fit_width, *heldout_widths):
-    loss_fn, params, data = mlp_problem(width, batch)
+
+  def build_calls() -> dict[tuple, Callable[[], Any]]:
+    # Every timed call is built first, then all are timed interleaved: on a shared machine the fit and the held-out
+    # measurements then see the same background load.
+    calls: dict[tuple, Callable[[], Any]] = {}
     for p in devices:
-      calls["step", width, p] = dp_step_fn(loss_fn, params, data, tx, p)
-  times = time_calls(calls, repeats, statistic=statistic)
+      if p > 1:
+        for size in psum_sizes:
+          calls["psum", size, p] = psum_fn(size, p)
+    for b in fit_batches:  # the per-device batches of the runs, and one smaller, for the t0 + F/R fit
+      loss_fn, params, data = mlp_problem(fit_width, b)
+      calls["fit", b] = dp_step_fn(loss_fn, params, data, tx, 1)
+    if compute == "measured":  # every other width's single-device steps at the runs' per-device batches
+      for width in heldout_widths:
+        for p in devices:
+          if p > 1:
+            loss_fn, params, data = mlp_problem(width, max(1, batch // p))
+            calls["single", width, max(1, batch // p)] = dp_step_fn(loss_fn, params, data, tx, 1)
+    for width in (fit_width, *heldout_widths):
+      loss_fn, params, data = mlp_problem(width, batch)
+      for p in devices:
+        calls["step", width, p] = dp_step_fn(loss_fn, params, data, tx, p)
+    return calls
+
+  per_round = [time_calls(build_calls(), repeats, statistic=statistic) for _ in range(rounds)]
+  times = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
 
   sweep = [{"bytes": k[1], "devices": k[2], "ms": 1e3 * t} for k, t in times.items() if k[0] == "psum"]
   a, b_mem = cost.fit_host_allreduce([r["bytes"] for r in sweep], [r["devices"] for r in sweep],
@@ -168,7 +179,7 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
       multi, [times["step", fit_width, p] for p in multi], [flops_of(fit_width, batch // p) / rate for p in multi],
       [cost.host_allreduce_time(grad_bytes(fit_params), p, a, b_mem) for p in multi], t0) if multi else 0.0
   model = {"allreduce_latency_s": a, "allreduce_bandwidth_Bps": b_mem, "flops_per_s": rate, "host_model": host_model,
-           "compute": compute, "launch_s": launch if host_model == "launch" else 0.0,
+           "compute": compute, "rounds": rounds, "launch_s": launch if host_model == "launch" else 0.0,
            "t0_s": t0 - launch if host_model == "launch" else t0, "t0_spec_s": t0}
 
   def single_time(width: int, b: int) -> float | None:

@@ -47,12 +47,16 @@ class MeasureConfig:
   train_size: int = 2048
   repeats: int = 20                      # timing repeats, interleaved round-robin
   statistic: str = "min"                 # min (robust on a shared, busy machine) or median
+  # Independent measurement rounds (calls rebuilt and re-timed), combined by their per-call median (1 until the
+  # fourth session of 2026-11-29).
+  rounds: int = 3
   # Host model: "spec" = p t_dev(B/p) + T_ar (the spec's form, default) or "launch" = L + p t_dev(B/p) + T_ar (a
   # per-step launch cost L fitted on the fit width's data-parallel steps); both errors are always reported.
   host_model: str = "spec"
   # Per-device compute t_dev(B/p): "flops" (t0 + F/R, F from cost_analysis, R fitted on the fit width) or
-  # "measured" (the measured single-device step of the same model at the per-device batch).
-  compute: str = "flops"
+  # "measured" (the measured single-device step of the same model at the per-device batch; the default since the
+  # fourth session of 2026-11-29, "flops" before: see the README).
+  compute: str = "measured"
   psum_sizes: tuple[int, ...] = (2**14, 2**18, 2**20, 2**22)
   timeout_s: float = 600.0
 
@@ -61,6 +65,8 @@ class MeasureConfig:
                         ("statistic", ("min", "median"))):
       if getattr(self, name) not in valid:
         raise ValueError(f"measure.{name} must be one of {valid}, got {getattr(self, name)!r}.")
+    if self.rounds < 1:
+      raise ValueError(f"measure.rounds must be >= 1, got {self.rounds!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +129,8 @@ def get_config(preset: str = "quick") -> Config:
   check_preset(preset)
   if preset == "smoke":
     return Config(measure=MeasureConfig(devices=(1, 2), width=32, heldout_widths=(64,), batch=64, steps=4,
-                                        train_size=256, repeats=3, psum_sizes=(2**12, 2**16)),
+                                        train_size=256, repeats=3, rounds=1,
+                                        psum_sizes=(2**12, 2**16)),
                   sensitivity=SensitivityConfig(goodputs=(20e6, 40e6), contentions=(0.01, 0.03), batches=(128, 256)),
                   large_batch=LargeBatchConfig(batches=(128,), epochs=1, train_size=512, test_size=200, width=32))
   if preset == "quick":
@@ -158,7 +165,7 @@ def measure(mc: MeasureConfig, workdir: Path, seed: int) -> dict:
   cal_spec = {"fit_width": mc.width, "heldout_widths": list(mc.heldout_widths), "batch": mc.batch,
               "devices": list(mc.devices), "psum_sizes": list(mc.psum_sizes), "repeats": mc.repeats,
               "statistic": mc.statistic, "host_model": mc.host_model,
-              "compute": mc.compute}
+              "compute": mc.compute, "rounds": mc.rounds}
   single = _worker({"train": train_spec, "calibrate": cal_spec}, workdir, devices=max(mc.devices),
                    timeout_s=mc.timeout_s)
   multi = _worker({"train": {**train_spec, "devices": [mc.processes]}}, workdir, processes=mc.processes,
@@ -442,7 +449,8 @@ def _report(workdir: Path, config: Config, s: dict, meas: dict) -> None:
       "p t_dev(B/p) + p (a + S/B_mem), with t_dev = t0 + F/R (F from XLA's cost_analysis) and L a per-step "
       "launch cost fitted on the fit width's data-parallel steps (L = 0 in the spec's form, which repeats the "
       f"whole fixed cost of a single-device step on every device). Calibration times are the {mc.statistic} of "
-      f"{mc.repeats} calls interleaved round-robin with the held-out ones; the measured training rows are the "
+      f"{mc.repeats} calls interleaved round-robin with the held-out ones, the median over {mc.rounds} "
+      "independent rounds (every call rebuilt); the measured training rows are the "
       "trainer's median step time (its Python loop included) and can sit further from the model.",
       f"The {mc.processes}-process run (jax.distributed, gloo) matches the single-process losses to a max relative "
       f"difference of {rel if rel is None else f'{rel:.2e}'}; its step time includes gloo's per-collective cost, "

@@ -11,10 +11,11 @@ from jaxhw.parallel import cost
 
 
 def test_smoke_preset_end_to_end(tmp_path):
-  """The smoke preset, with per-device compute from measured single-device steps (``measure.compute=measured``;
-  the FLOPs form is predicted beside it from the same timings)."""
+  """The smoke preset, with per-device compute from measured single-device steps (``measure.compute=measured``, the
+  default; the FLOPs form is predicted beside it from the same timings) and two measurement rounds."""
   config = get_config("smoke")
-  config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, compute="measured"))
+  assert config.measure.compute == "measured"
+  config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, rounds=2))
   summary = run(config, tmp_path)
   for name in ("summary.json", "report.md", "measured.png", "scaling.png", "wifi_sensitivity.png", "large_batch.png"):
     assert (tmp_path / name).is_file(), name
@@ -39,7 +40,7 @@ def test_smoke_preset_end_to_end(tmp_path):
   single = {(r["width"], r["per_device_batch"]): r["ms"] for r in fit["single_steps"]}
   m, mc = fit["model"], config.measure
   held = [r for r in summary["calibration_rows"] if r["held_out"]]
-  assert held and m["compute"] == "measured"
+  assert held and m["compute"] == "measured" and m["rounds"] == 2
   for r in held:
     w, p = r["width"], r["devices"]
     grad_bytes = 4 * (784 * w + w + w * w + w + w * 10 + 10)
@@ -49,3 +50,5 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert r["predicted_flops_compute_ms"] != r["predicted_step_ms"]
   with pytest.raises(ValueError, match="measure.compute must be one of"):
     MeasureConfig(compute="guess")
+  with pytest.raises(ValueError, match="measure.rounds must be >= 1"):
+    MeasureConfig(rounds=0)
