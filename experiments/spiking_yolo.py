@@ -206,6 +206,35 @@ def _paired_bootstrap(dets_a: list, dets_b: list, gts: list, score_dets, n_boot:
   return out
 
 
+def channel_ranges(layer_net: snn.SNNet, channel_net: snn.SNNet) -> list[dict]:
+  """Per synaptic layer, the spread of the channel-wise scales against the layer-wise one: each channel's
+  99.9th-percentile activation over the layer's (``lambda_c / lambda_layer``). Under layer-wise normalization a
+  channel whose ratio is r fires at most at rate r, so it needs about 1/r times the steps channel-wise normalization
+  gives it: these ratios bound the speed-up channel-wise normalization can bring.
+
+  Args:
+    layer_net: the detector converted with ``layer_p99.9``.
+    channel_net: the same detector converted with ``channel_p99.9`` on the same statistics data.
+
+  Returns:
+    One row per conv/dense layer: ``layer``, ``channels``, ``min``, ``p10``, ``median`` of the ratios, and
+    ``below_half`` (the fraction of channels under 0.5).
+
+  References:
+    Kim et al., "Spiking-YOLO", AAAI 2020, arXiv:1903.06530 (channel-wise normalization).
+  """
+  rows = []
+  for op in channel_net.ops:
+    if op.kind not in ("conv", "dense"):
+      continue
+    lam_c = np.asarray(at_path(channel_net.lambdas, op.path), np.float64)
+    r = lam_c / float(np.max(np.asarray(at_path(layer_net.lambdas, op.path))))
+    rows.append({"layer": "/".join(op.path), "channels": int(r.size), "min": float(r.min()),
+                 "p10": float(np.percentile(r, 10)), "median": float(np.median(r)),
+                 "below_half": float(np.mean(r < 0.5))})
+  return rows
+
+
 def _first_reaching(steps: np.ndarray, curve: np.ndarray, target: float) -> int | None:
   ok = np.nonzero(curve >= target)[0]
   return int(steps[ok[0]]) if ok.size else None
@@ -273,9 +302,10 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
     steps = np.append(steps, c.T)
   rows, curves, snn_dets, final_dets = [], {}, None, {}
   e_ann = None
-  conv_maps, absmax_maps = {}, {}
+  conv_maps, absmax_maps, nets = {}, {}, {}
   for norm_name, norm in NORMS.items():
-    net = snn.convert(model, variables, stats_x, norm=norm, percentile=c.percentile, batch_size=250)
+    net = nets[norm_name] = snn.convert(model, variables, stats_x, norm=norm, percentile=c.percentile,
+                                        batch_size=250)
     e_ann = snn.ann_energy_uj(net, model=emodel)
     conv_raw = np.asarray(snn.snn_ann_apply(net, jnp.asarray(xs))) * np.asarray(net.out_scale)
     conv_maps[norm_name] = score(conv_raw)
@@ -335,11 +365,13 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     ibt_minus_if[nm] = {"diff": by[(nm, "IBT")]["map"] - by[(nm, "IF")]["map"], "ci95": [float(lo), float(hi)],
                         "resolved": bool(lo > 0 or hi < 0), "n_boot": c.n_boot}
+  ranges = channel_ranges(nets["layer-wise"], nets["channel-wise"])
   summary = {
       "ann_map": ann_map,
       "rows": rows,
       "channelwise_speedup": speedup,
       "channelwise_speedup_lower_bound": speedup_lower_bound,
+      "channel_ranges": ranges,
       "converted_ann_map": conv_maps,
       "abs_maxpool_ann_map": absmax_maps,
       "ibt_minus_if_at_T": ibt_minus_if,
@@ -401,6 +433,10 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
        ">= 2"],
       ["E_SNN / E_ANN", f"~{PAPER_ENERGY_RATIO:.4f} (neuromorphic chip)", ibt_cw["energy_ratio_snn_over_ann"], ""],
   ])
+  spread = Table("Channel ranges: each channel's 99.9th-percentile activation over its layer's (lambda_c / "
+                 "lambda_layer); a channel at ratio r fires at most at rate r under layer-wise normalization",
+                 ["layer", "channels", "min", "10th pct", "median", "share < 0.5"],
+                 [[r["layer"], r["channels"], r["min"], r["p10"], r["median"], r["below_half"]] for r in ranges])
   d = config.data
   scale = (f"{d.dataset}: {len(x):,} train images {size}x{size}, {num_classes} classes, mAP on {n:,} test images; "
            f"detector convs {config.model.widths}, {config.model.pools} max-pools, {grid}x{grid} grid, {na} anchors")
@@ -437,7 +473,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   write_study_report(workdir, study="spiking_yolo", title="Spiking-YOLO: converted spiking object detector",
                      setup={"data": scale, "conversion": "BN folded, layer_p99.9 / channel_p99.9, spiking max-pool",
                             "T": c.T, "seed": config.seed, "wall s": f"{summary['wall_s']:.0f}"},
-                     tables=[table, paper], plots=["map_vs_time.png", "detections.png"], notes=notes)
+                     tables=[table, paper, spread], plots=["map_vs_time.png", "detections.png"], notes=notes)
   return summary
 
 

@@ -31,6 +31,23 @@ def test_smoke_run_writes_files(tmp_path):
   for v in on_disk["converted_ann_map"].values():
     assert abs(v - on_disk["ann_map"]) <= 0.02
   assert np.isfinite(summary["wall_s"]) and (tmp_path / "checkpoints").is_dir()
+  ranges = on_disk["channel_ranges"]
+  assert [r["channels"] for r in ranges[:-1]] == list(study.get_config("smoke").model.widths)
+  for r in ranges:
+    assert 0 < r["min"] <= r["p10"] <= r["median"] and 0 <= r["below_half"] <= 1
+
+
+def test_channel_ranges_against_hand_computed_ratios():
+  """lambda_c / lambda_layer per conv/dense op (pools skipped): [1, 2, 4] / 4 -> min 0.25, median 0.5."""
+  from types import SimpleNamespace as NS
+  ops = [NS(kind="conv", path=("c",)), NS(kind="maxpool", path=("p",)), NS(kind="dense", path=("head", "d"))]
+  channel = NS(ops=ops, lambdas={"c": np.array([1.0, 2.0, 4.0]), "head": {"d": np.array([3.0, 3.0])}})
+  layer = NS(ops=ops, lambdas={"c": np.full(3, 4.0), "head": {"d": np.full(2, 1.5)}})
+  rows = study.channel_ranges(layer, channel)
+  assert [r["layer"] for r in rows] == ["c", "head/d"]
+  np.testing.assert_allclose([rows[0]["min"], rows[0]["p10"], rows[0]["median"], rows[0]["below_half"]],
+                             [0.25, 0.3, 0.5, 1 / 3])
+  assert rows[1]["min"] == rows[1]["median"] == 2.0 and rows[1]["below_half"] == 0.0
 
 
 def test_full_preset_refuses_without_voc(tmp_path, monkeypatch):
