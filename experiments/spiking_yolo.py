@@ -463,6 +463,10 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   notes.append("IBT - IF mAP at T, paired bootstrap over the test images (95 % interval): " + "; ".join(
       f"{nm} {v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
       + ("" if v["resolved"] else " (not resolved by these images)") for nm, v in ibt_minus_if.items()) + ".")
+  notes.append("Channel ranges (table): under layer-wise normalization a hidden channel whose 99.9th percentile is r "
+               "times its layer's fires at most at rate r, so its value takes about 1/r times the steps channel-wise "
+               "normalization gives it; the spread of these ratios bounds the channel-wise speed-up. The last row, the "
+               "grid head, is read as a membrane potential (linear), where the ratios cost no steps.")
   for goal, ok in goals.items():
     if not ok:
       notes.append(f"Short of the goal {goal}.")
