@@ -217,8 +217,8 @@ def channel_ranges(layer_net: snn.SNNet, channel_net: snn.SNNet) -> list[dict]:
     channel_net: the same detector converted with ``channel_p99.9`` on the same statistics data.
 
   Returns:
-    One row per conv/dense layer: ``layer``, ``channels``, ``min``, ``p10``, ``median`` of the ratios, and
-    ``below_half`` (the fraction of channels under 0.5).
+    One row per conv/dense layer: ``layer``, ``channels``, ``min``, ``p10``, ``median`` of the ratios,
+    ``below_half`` (the fraction of channels under 0.5) and ``ratios`` (every channel's).
 
   References:
     Kim et al., "Spiking-YOLO", AAAI 2020, arXiv:1903.06530 (channel-wise normalization).
@@ -231,7 +231,7 @@ def channel_ranges(layer_net: snn.SNNet, channel_net: snn.SNNet) -> list[dict]:
     r = lam_c / float(np.max(np.asarray(at_path(layer_net.lambdas, op.path))))
     rows.append({"layer": "/".join(op.path), "channels": int(r.size), "min": float(r.min()),
                  "p10": float(np.percentile(r, 10)), "median": float(np.median(r)),
-                 "below_half": float(np.mean(r < 0.5))})
+                 "below_half": float(np.mean(r < 0.5)), "ratios": [float(v) for v in r]})
   return rows
 
 
@@ -417,6 +417,23 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   fig.tight_layout()
   fig.savefig(workdir / "detections.png", dpi=110)
 
+  fig = figure(figsize=(7.5, 3.6))
+  ax = fig.subplots()
+  jitter = np.random.default_rng(0)
+  for i, r in enumerate(ranges):
+    head = i == len(ranges) - 1
+    ax.scatter(i + jitter.uniform(-0.25, 0.25, r["channels"]), r["ratios"], s=9, alpha=0.6,
+               color="gray" if head else "tab:blue")
+    ax.plot([i - 0.3, i + 0.3], [r["median"]] * 2, color="k", lw=1.5)
+  ax.axhline(0.5, color="tab:red", ls=":", lw=1, label="0.5: channel-wise is 2x faster for this channel")
+  ax.set_xticks(range(len(ranges)), [r["layer"] + (" (head, linear)" if i == len(ranges) - 1 else "")
+                                      for i, r in enumerate(ranges)], fontsize=8)
+  ax.set(ylabel="lambda_channel / lambda_layer", ylim=(0, None),
+         title="Channel ranges (99.9th percentiles; black: median per layer)")
+  ax.legend(fontsize=8, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(workdir / "channel_ranges.png", dpi=100)
+
   # 4. Report.
   table = Table(
       f"Per variant (mAP@0.5 {summary['interpolation']} at the last step T = {c.T}; steps to "
@@ -477,7 +494,8 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   write_study_report(workdir, study="spiking_yolo", title="Spiking-YOLO: converted spiking object detector",
                      setup={"data": scale, "conversion": "BN folded, layer_p99.9 / channel_p99.9, spiking max-pool",
                             "T": c.T, "seed": config.seed, "wall s": f"{summary['wall_s']:.0f}"},
-                     tables=[table, paper, spread], plots=["map_vs_time.png", "detections.png"], notes=notes)
+                     tables=[table, paper, spread], notes=notes,
+                     plots=["map_vs_time.png", "channel_ranges.png", "detections.png"])
   return summary
 
 

@@ -12,7 +12,8 @@ from jaxhw.data.tfds_adapter import DatasetNotPreparedError
 
 def test_smoke_run_writes_files(tmp_path):
   summary = study.run(study.get_config("smoke"), tmp_path)
-  for name in ("summary.json", "report.md", "map_vs_time.png", "detections.png", "metrics.jsonl", "config.json"):
+  for name in ("summary.json", "report.md", "map_vs_time.png", "detections.png", "channel_ranges.png",
+               "metrics.jsonl", "config.json"):
     if name == "config.json" and not (tmp_path / name).exists():
       continue  # written by the CLI, not by run()
     assert (tmp_path / name).is_file(), name
@@ -35,6 +36,7 @@ def test_smoke_run_writes_files(tmp_path):
   assert [r["channels"] for r in ranges[:-1]] == list(study.get_config("smoke").model.widths)
   for r in ranges:
     assert 0 < r["min"] <= r["p10"] <= r["median"] and 0 <= r["below_half"] <= 1
+    assert len(r["ratios"]) == r["channels"] and min(r["ratios"]) == r["min"]
 
 
 def test_channel_ranges_against_hand_computed_ratios():
@@ -48,6 +50,7 @@ def test_channel_ranges_against_hand_computed_ratios():
   np.testing.assert_allclose([rows[0]["min"], rows[0]["p10"], rows[0]["median"], rows[0]["below_half"]],
                              [0.25, 0.3, 0.5, 1 / 3])
   assert rows[1]["min"] == rows[1]["median"] == 2.0 and rows[1]["below_half"] == 0.0
+  assert rows[0]["ratios"] == [0.25, 0.5, 1.0]
 
 
 def test_full_preset_refuses_without_voc(tmp_path, monkeypatch):
