@@ -46,6 +46,11 @@ def time_calls(fns: dict[Any, Callable[[], Any]], repeats: int = 20, warmup: int
   return {k: (statistics.median(v) if statistic == "median" else min(v)) for k, v in times.items()}
 
 
+def median_of_rounds(rounds: Sequence[dict[Any, float]]) -> dict[Any, float]:
+  """Per key, the median of its time over independent measurement rounds (each a `time_calls` result)."""
+  return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
 def psum_fn(size_bytes: int, p: int) -> Callable[[], jax.Array]:
   """A zero-argument call of a jitted ``psum`` of `size_bytes` fp32 bytes per device over `p` devices."""
   mesh = data_mesh(p)
@@ -164,8 +169,7 @@ def calibrate(*, fit_width: int = 256, heldout_widths: Sequence[int] = (128, 512
         calls["step", width, p] = dp_step_fn(loss_fn, params, data, tx, p)
     return calls
 
-  per_round = [time_calls(build_calls(), repeats, statistic=statistic) for _ in range(rounds)]
-  times = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+  times = median_of_rounds([time_calls(build_calls(), repeats, statistic=statistic) for _ in range(rounds)])
 
   sweep = [{"bytes": k[1], "devices": k[2], "ms": 1e3 * t} for k, t in times.items() if k[0] == "psum"]
   a, b_mem = cost.fit_host_allreduce([r["bytes"] for r in sweep], [r["devices"] for r in sweep],

@@ -1,21 +1,20 @@
 """The cluster study's smoke preset end to end: files, table keys and the figures' sanity."""
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+from jaxhw.experiments._cluster_calibrate import median_of_rounds
 from jaxhw.experiments.cluster import MeasureConfig, get_config, run
 from jaxhw.parallel import cost
 
 
 def test_smoke_preset_end_to_end(tmp_path):
   """The smoke preset, with per-device compute from measured single-device steps (``measure.compute=measured``, the
-  default; the FLOPs form is predicted beside it from the same timings) and two measurement rounds."""
+  default; the FLOPs form is predicted beside it from the same timings)."""
   config = get_config("smoke")
-  assert config.measure.compute == "measured"
-  config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, rounds=2))
+  assert config.measure.compute == "measured" and config.measure.rounds == 1
   summary = run(config, tmp_path)
   for name in ("summary.json", "report.md", "measured.png", "scaling.png", "wifi_sensitivity.png", "large_batch.png"):
     assert (tmp_path / name).is_file(), name
@@ -40,7 +39,7 @@ def test_smoke_preset_end_to_end(tmp_path):
   single = {(r["width"], r["per_device_batch"]): r["ms"] for r in fit["single_steps"]}
   m, mc = fit["model"], config.measure
   held = [r for r in summary["calibration_rows"] if r["held_out"]]
-  assert held and m["compute"] == "measured" and m["rounds"] == 2
+  assert held and m["compute"] == "measured" and m["rounds"] == 1
   for r in held:
     w, p = r["width"], r["devices"]
     grad_bytes = 4 * (784 * w + w + w * w + w + w * 10 + 10)
@@ -52,3 +51,11 @@ def test_smoke_preset_end_to_end(tmp_path):
     MeasureConfig(compute="guess")
   with pytest.raises(ValueError, match="measure.rounds must be >= 1"):
     MeasureConfig(rounds=0)
+
+
+def test_rounds_combine_by_per_call_median():
+  """Three rounds: each call's median, an outlier round moves nothing; the quick preset calibrates over three."""
+  rounds = [{"a": 1.0, ("step", 2): 5.0}, {"a": 9.0, ("step", 2): 4.0}, {"a": 2.0, ("step", 2): 6.0}]
+  assert median_of_rounds(rounds) == {"a": 2.0, ("step", 2): 5.0}
+  assert median_of_rounds(rounds[:1]) == rounds[0]
+  assert get_config("quick").measure.rounds == 3
