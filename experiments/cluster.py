@@ -446,11 +446,14 @@ def _report(workdir: Path, config: Config, s: dict, meas: dict) -> None:
       f"per-device compute from {'FLOPs' if mc.compute == 'flops' else 'measured single-device steps'} "
       f"(`measure.compute={mc.compute}`; with FLOPs: {s['model_error_flops_compute_pct']:.1f} %). "
       "Simulated CPU devices share the host's cores, so the host model is a shared medium: T(p) = L + "
-      "p t_dev(B/p) + p (a + S/B_mem), with t_dev = t0 + F/R (F from XLA's cost_analysis) and L a per-step "
-      "launch cost fitted on the fit width's data-parallel steps (L = 0 in the spec's form, which repeats the "
+      "p t_dev(B/p) + p (a + S/B_mem), with t_dev "
+      + ("= t0 + F/R (F from XLA's cost_analysis)" if mc.compute == "flops" else "the measured single-device step "
+         "at B/p") + " and L a per-step launch cost fitted on the fit width's data-parallel steps (L = 0 in the "
+      "spec's form, which repeats the "
       f"whole fixed cost of a single-device step on every device). Calibration times are the {mc.statistic} of "
-      f"{mc.repeats} calls interleaved round-robin with the held-out ones, the median over {mc.rounds} "
-      "independent rounds (every call rebuilt); the measured training rows are the "
+      f"{mc.repeats} calls interleaved round-robin with the held-out ones"
+      + ("" if mc.rounds == 1 else f", the median over {mc.rounds} independent rounds (every call rebuilt)")
+      + "; the measured training rows are the "
       "trainer's median step time (its Python loop included) and can sit further from the model.",
       f"The {mc.processes}-process run (jax.distributed, gloo) matches the single-process losses to a max relative "
       f"difference of {rel if rel is None else f'{rel:.2e}'}; its step time includes gloo's per-collective cost, "
