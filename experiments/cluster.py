@@ -351,8 +351,8 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
 
 
 def _plots(workdir: Path, meas: dict, mod: dict, sens: list, lb: list, config: Config) -> None:
-  fig = figure(figsize=(11, 3.6))
-  ax = fig.subplots(1, 2)
+  fig = figure(figsize=(15, 3.6))
+  ax = fig.subplots(1, 3)
   rows = meas["rows"]
   labels = [f"{r['devices']} dev" + (f"\n{r['processes']} proc" if r["processes"] > 1 else "") for r in rows]
   pos = np.arange(len(rows))
@@ -369,6 +369,23 @@ def _plots(workdir: Path, meas: dict, mod: dict, sens: list, lb: list, config: C
     ax[1].loglog(s, 1e3 * p * (m["allreduce_latency_s"] + s / m["allreduce_bandwidth_Bps"]), "-", color="gray")
   ax[1].set(xlabel="bytes per device", ylabel="ms", title="host all-reduce fit p (a + S/B_mem)")
   ax[1].legend()
+  crow = cal["rows"]
+  top = 1.2 * max(max(r["step_ms"], r["predicted_step_ms"], r["predicted_flops_compute_ms"]) for r in crow)
+  line = np.array([0.0, top])
+  ax[2].fill_between(line, 0.85 * line, 1.15 * line, color="gray", alpha=0.15, label="+-15 % (the goal)")
+  ax[2].plot(line, line, color="gray", lw=1)
+  for held, marker in ((False, "o"), (True, "s")):
+    pts = [r for r in crow if r["held_out"] == held]
+    what = "held out" if held else "fit width or 1 device"
+    ax[2].scatter([r["step_ms"] for r in pts], [r["predicted_step_ms"] for r in pts], marker=marker,
+                  color="tab:blue" if held else "none", edgecolors="tab:blue",
+                  label=f"model ({config.measure.compute} compute), {what}")
+    if held:
+      ax[2].scatter([r["step_ms"] for r in pts], [r["predicted_flops_compute_ms"] for r in pts], marker="x",
+                    color="tab:orange", label="FLOPs compute, held out")
+  ax[2].set(xlim=(0, top), ylim=(0, top), xlabel="measured ms / step", ylabel="predicted ms / step",
+            title=f"calibration: held-out error {cal['model_error_pct']:.1f} %")
+  ax[2].legend(fontsize=7, loc="upper left")
   fig.tight_layout()
   fig.savefig(workdir / "measured.png", dpi=100)
 
