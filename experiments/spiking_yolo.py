@@ -95,10 +95,15 @@ class SNNConfig:
   # amplitude (default since 2026-11-29), "abs" = largest cumulative |amplitude| (the earlier runs).
   maxpool: str = "signed"
   n_boot: int = 200          # paired bootstrap resamples of the test images for IBT - IF at T
+  # The layer-wise baseline's statistic: "layer_p99.9" (the spec's, Rueckauer 2017) or "layer_max" (Diehl 2015's
+  # maximum activation, the layer-norm the Spiking-YOLO paper describes); channel-wise is always channel_p99.9.
+  layer_norm: str = "layer_p99.9"
 
   def __post_init__(self):
     if self.n_boot < 1:
       raise ValueError(f"snn.n_boot={self.n_boot!r} must be >= 1")
+    if self.layer_norm not in ("layer_p99.9", "layer_max"):
+      raise ValueError(f"snn.layer_norm={self.layer_norm!r}; valid: layer_p99.9, layer_max")
     if self.maxpool not in ("signed", "abs"):
       raise ValueError(f"snn.maxpool={self.maxpool!r}; valid: signed, abs")
     if self.T < 1 or not 1 <= self.eval_every <= self.T:
@@ -213,7 +218,7 @@ def channel_ranges(layer_net: snn.SNNet, channel_net: snn.SNNet) -> list[dict]:
   gives it: these ratios bound the speed-up channel-wise normalization can bring.
 
   Args:
-    layer_net: the detector converted with ``layer_p99.9``.
+    layer_net: the detector converted layer-wise (``layer_p99.9`` or ``layer_max``).
     channel_net: the same detector converted with ``channel_p99.9`` on the same statistics data.
 
   Returns:
@@ -303,7 +308,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
   rows, curves, snn_dets, final_dets = [], {}, None, {}
   e_ann = None
   conv_maps, absmax_maps, nets = {}, {}, {}
-  for norm_name, norm in NORMS.items():
+  for norm_name, norm in {**NORMS, "layer-wise": c.layer_norm}.items():
     net = nets[norm_name] = snn.convert(model, variables, stats_x, norm=norm, percentile=c.percentile,
                                         batch_size=250)
     e_ann = snn.ann_energy_uj(net, model=emodel)
@@ -492,7 +497,7 @@ def run(config: Config, workdir: Path, *, quiet: bool = True) -> dict:
                  "channelwise_speedup_lower_bound = T / channel-wise steps." if lw is None else
                  "Channel-wise + IBT never reached 90% of the ANN's mAP within T; no speed-up measured.")
   write_study_report(workdir, study="spiking_yolo", title="Spiking-YOLO: converted spiking object detector",
-                     setup={"data": scale, "conversion": "BN folded, layer_p99.9 / channel_p99.9, spiking max-pool",
+                     setup={"data": scale, "conversion": f"BN folded, {c.layer_norm} / channel_p99.9, spiking max-pool",
                             "T": c.T, "seed": config.seed, "wall s": f"{summary['wall_s']:.0f}"},
                      tables=[table, paper, spread], notes=notes,
                      plots=["map_vs_time.png", "channel_ranges.png", "detections.png"])

@@ -66,5 +66,7 @@ def test_config_validation():
     study.DataConfig(dataset="coco")
   with pytest.raises(ValueError, match="eval_every"):
     study.SNNConfig(T=16, eval_every=32)
+  with pytest.raises(ValueError, match="snn.layer_norm='channel_max'; valid: layer_p99.9, layer_max"):
+    study.SNNConfig(layer_norm="channel_max")
   with pytest.raises(ValueError, match="unknown preset"):
     study.get_config("huge")
