@@ -5,9 +5,19 @@ float with an int32 count and fails under it. Tests of jaxhw's own pure function
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache per test session, shared by the xdist workers and every subprocess the tests
+# start (they inherit the environment): the CLI, resume and multi-process tests compile the same programs again in
+# fresh processes. A cache hit is the executable the same compiler made from the same HLO, so results are unchanged.
+# On a subset of the subprocess-heavy files a cold cache cut 47.7 s to 39.4 s. Removed when the session ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxhw-test-xla-cache-")
+  os.environ["JAXHW_TEST_OWNS_XLA_CACHE"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -37,3 +47,8 @@ HEAVY_FIRST = ("test_full_presets.py", "test_hat_lenet.py", "test_full_presets_2
 def pytest_collection_modifyitems(config, items):
   rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: other files keep their order
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if os.environ.get("JAXHW_TEST_OWNS_XLA_CACHE") == str(os.getpid()):  # the process that made it (xdist controller)
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
